@@ -1,0 +1,1 @@
+"""Long-Context, Reproduced: the shared package."""

@@ -1,0 +1,60 @@
+"""Run profiles: one notebook, four scales.
+
+``tiny`` runs every code path in seconds (the notebook tests), ``cpu`` (the default) produces the
+book's results on a 2-core laptop, ``gpu`` and ``paper`` run the same code on real checkpoints.
+Chapters pick their sizes with :func:`pick` and validate their parameters with :func:`check`
+before any heavy work, so a typo fails at once with the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+
+PROFILES = ("tiny", "cpu", "gpu", "paper")
+DEFAULT_PROFILE = "cpu"
+
+
+def current() -> str:
+    """The profile named by ``LCX_PROFILE`` (default ``cpu``), checked."""
+    profile = os.environ.get("LCX_PROFILE", DEFAULT_PROFILE)
+    check("LCX_PROFILE", profile, PROFILES)
+    return profile
+
+
+def check(name: str, value, allowed=None, *, low=None, high=None, kind=None):
+    """Fail with a message naming the parameter, its bad value and what is allowed.
+
+    ``allowed``: a collection of allowed values; ``low``/``high``: inclusive numeric bounds;
+    ``kind``: a type or tuple of types the value must have. Returns ``value`` for chaining.
+    """
+    if kind is not None and not isinstance(value, kind):
+        names = ", ".join(t.__name__ for t in _as_tuple(kind))
+        raise ValueError(
+            f"parameter {name!r} = {value!r} has type {type(value).__name__}; expected {names}"
+        )
+    if allowed is not None and value not in allowed:
+        raise ValueError(
+            f"parameter {name!r} = {value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}"
+        )
+    if low is not None and value < low or high is not None and value > high:
+        raise ValueError(
+            f"parameter {name!r} = {value!r} is out of range; allowed: [{low}, {high}]"
+        )
+    return value
+
+
+def pick(profile: str, **by_profile):
+    """The value for ``profile`` among keyword values, e.g. ``pick(p, tiny=64, cpu=2048, gpu=32768)``.
+
+    ``paper`` falls back to ``gpu`` when not given (the paper scale is the GPU path at full size).
+    """
+    check("profile", profile, PROFILES)
+    if profile == "paper" and "paper" not in by_profile:
+        profile = "gpu"
+    if profile not in by_profile:
+        raise ValueError(f"no value given for profile {profile!r} (have: {', '.join(by_profile)})")
+    return by_profile[profile]
+
+
+def _as_tuple(kind):
+    return kind if isinstance(kind, tuple) else (kind,)

@@ -1,0 +1,86 @@
+"""The scorecard every chapter ends with: claim, the paper's number, ours, scale, verdict.
+
+A verdict is never typed: the notebook computes it with a rule written next to the claim, usually
+through :func:`verdict`, and records the rule's text with the row so the reader sees both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .results import results_root, save_json
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not testable at this scale")
+COLUMNS = ["claim", "statement", "paper", "ours", "scale", "verdict", "rule"]
+
+
+def verdict(checks, testable: bool = True) -> str:
+    """``reproduced`` if every check holds, ``partly`` if some do, ``not reproduced`` if none.
+
+    ``checks``: booleans (or a mapping name -> boolean) computed from this run's metrics.
+    """
+    values = list(checks.values()) if isinstance(checks, dict) else list(checks)
+    if not testable:
+        return "not testable at this scale"
+    if not values:
+        raise ValueError("verdict needs at least one check")
+    passed = sum(bool(v) for v in values)
+    return "reproduced" if passed == len(values) else "partly" if passed else "not reproduced"
+
+
+@dataclass
+class Row:
+    claim: str
+    statement: str
+    paper: str
+    ours: str
+    scale: str
+    verdict: str
+    rule: str
+
+
+class Scorecard:
+    """Rows of one chapter; ``save`` writes ``scorecard.json`` beside the chapter's metrics."""
+
+    def __init__(self, chapter: str, profile: str):
+        self.chapter, self.profile, self.rows = chapter, profile, []
+
+    def add(self, claim, statement, paper, ours, scale, verdict, rule) -> Row:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict={verdict!r} is not one of {VERDICTS}")
+        if any(r.claim == claim for r in self.rows):
+            raise ValueError(f"claim {claim!r} is already on the scorecard")
+        row = Row(claim, statement, str(paper), str(ours), scale, verdict, rule)
+        self.rows.append(row)
+        return row
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(r) for r in self.rows], columns=COLUMNS)
+
+    def save(self, directory: Path) -> Path:
+        return save_json(
+            Path(directory) / "scorecard.json",
+            {
+                "chapter": self.chapter,
+                "profile": self.profile,
+                "rows": [asdict(r) for r in self.rows],
+            },
+        )
+
+
+def collect(profile: str, root: Path | None = None) -> pd.DataFrame:
+    """Every chapter's scorecard under ``root/<profile>`` as one table (chapter order)."""
+    base = (root or results_root()) / profile
+    frames = []
+    for path in sorted(base.glob("*/scorecard.json")):
+        data = json.loads(path.read_text())
+        frame = pd.DataFrame(data["rows"], columns=COLUMNS)
+        frame.insert(0, "chapter", data["chapter"])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["chapter", *COLUMNS])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,264 @@
+"""lcx.rope against independent references: transformers' own RoPE code, brute-force rotation
+matrices, and the constants printed in the papers."""
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+from lcx import rope
+
+HEAD_DIMS = (32, 64, 128)
+BASES = (520.0, 1e4, 5e5)
+FACTORS = (2.0, 8.0, 16.0)
+ORIGINALS = (256, 4096, 8192)
+
+
+def llama_config(head_dim, rope_parameters, max_position):
+    return LlamaConfig(
+        hidden_size=head_dim * 2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=head_dim,
+        max_position_embeddings=max_position,
+        rope_parameters=rope_parameters,
+    )
+
+
+def reference_inv_freq(config, seq_len=None):
+    """transformers' frequencies for a config: the init function the model itself calls."""
+    rope_type = config.rope_parameters["rope_type"]
+    if rope_type == "default":
+        return LlamaRotaryEmbedding(config).inv_freq
+    inv, _ = ROPE_INIT_FUNCTIONS[rope_type](config, None, seq_len=seq_len)
+    return inv
+
+
+def assert_close(ours, theirs):
+    # transformers computes in float32; ours is float64.
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("base", BASES)
+def test_default_matches_transformers(head_dim, base):
+    config = llama_config(head_dim, rope.rope_parameters("default", base), 4096)
+    assert_close(rope.inv_freq(head_dim, base), reference_inv_freq(config))
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("factor", FACTORS)
+@pytest.mark.parametrize("method", ["linear", "yarn", "llama3"])
+@pytest.mark.parametrize("original", ORIGINALS)
+def test_scaled_methods_match_transformers(head_dim, base, factor, method, original):
+    params = rope.rope_parameters(method, base, factor, original)
+    config = llama_config(head_dim, params, int(original * factor))
+    ours = rope.inv_freq(head_dim, base, method, factor, original)
+    assert_close(ours, reference_inv_freq(config))
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("factor", FACTORS)
+@pytest.mark.parametrize("seq_len", [100, 4096, 9000, 65536])
+def test_dynamic_matches_transformers(head_dim, factor, seq_len):
+    original, base = 4096, 1e4
+    config = llama_config(head_dim, rope.rope_parameters("dynamic", base, factor), original)
+    ours = rope.inv_freq(head_dim, base, "dynamic", factor, original, seq_len=seq_len)
+    assert_close(ours, reference_inv_freq(config, seq_len=seq_len))
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("factor", FACTORS)
+def test_ntk_is_default_with_ntk_base(head_dim, factor):
+    params = rope.rope_parameters("ntk", 1e4, factor, head_dim=head_dim)
+    # The NTK formula written out by hand, independent of ntk_base().
+    assert params["rope_theta"] == pytest.approx(1e4 * factor ** (head_dim / (head_dim - 2)))
+    config = llama_config(head_dim, params, 4096)
+    assert_close(rope.inv_freq(head_dim, 1e4, "ntk", factor), reference_inv_freq(config))
+
+
+@pytest.mark.parametrize("method", ["default", "linear", "ntk", "dynamic", "yarn", "llama3"])
+def test_apply_rope_builds_a_model_config_transformers_agrees_with(method):
+    base_config = llama_config(64, {"rope_type": "default", "rope_theta": 1e4}, 256)
+    config = rope.apply_rope(base_config, method, factor=8.0)
+    assert base_config.rope_parameters == {"rope_type": "default", "rope_theta": 1e4}  # untouched
+    emb = LlamaRotaryEmbedding(config)
+    ours = rope.inv_freq(
+        64, 1e4, method, 8.0, 256, **({"seq_len": 256} if method == "dynamic" else {})
+    )
+    assert_close(ours, emb.inv_freq)
+    assert emb.attention_scaling == pytest.approx(rope.attention_scaling(method, 8.0))
+    assert config.max_position_embeddings == (256 if method == "dynamic" else 2048)
+
+
+def test_yarn_attention_factor_matches_transformers():
+    config = llama_config(64, rope.rope_parameters("yarn", 1e4, 16.0, 4096), 65536)
+    _, scale = ROPE_INIT_FUNCTIONS["yarn"](config, None)
+    assert rope.attention_scaling("yarn", 16.0) == pytest.approx(scale)
+    assert rope.yarn_attention_factor(16.0) == pytest.approx(0.1 * math.log(16) + 1)
+
+
+def test_bad_arguments_fail_clearly():
+    with pytest.raises(ValueError, match="method='pi'"):
+        rope.inv_freq(64, method="pi")
+    with pytest.raises(ValueError, match="original_max_position"):
+        rope.inv_freq(64, method="yarn", factor=4.0)
+    with pytest.raises(ValueError, match="seq_len"):
+        rope.inv_freq(64, method="dynamic", factor=4.0, original_max_position=256)
+    with pytest.raises(TypeError, match="beta_fast"):
+        rope.inv_freq(64, method="linear", factor=4.0, beta_fast=8)
+    with pytest.raises(ValueError, match="head_dim"):
+        rope.inv_freq(63)
+
+
+# --- the rotation itself -----------------------------------------------------------------------
+
+
+def test_apply_rotary_matches_transformers():
+    head_dim, seq = 64, 50
+    config = llama_config(head_dim, rope.rope_parameters("linear", 1e4, 4.0), 1024)
+    emb = LlamaRotaryEmbedding(config)
+    positions = torch.arange(seq)[None]
+    q, k = torch.randn(2, 1, 2, seq, head_dim, dtype=torch.float64)
+    cos, sin = emb(q.float(), positions)
+    q_ref, k_ref = apply_rotary_pos_emb(q.float(), k.float(), cos, sin)
+    theta = rope.inv_freq(head_dim, 1e4, "linear", 4.0)
+    torch.testing.assert_close(
+        rope.apply_rotary(q, positions[0], theta).float(), q_ref, atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        rope.apply_rotary(k, positions[0], theta).float(), k_ref, atol=1e-5, rtol=0
+    )
+
+
+def rotate_pairs_bruteforce(vec, position, theta):
+    """Rotate consecutive pairs (2j, 2j+1) with explicit 2x2 matrices (the RoFormer layout)."""
+    out = vec.clone()
+    for j, th in enumerate(theta.tolist()):
+        a = position * th
+        rot = torch.tensor(
+            [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64
+        )
+        out[2 * j : 2 * j + 2] = rot @ vec[2 * j : 2 * j + 2]
+    return out
+
+
+@pytest.mark.parametrize(
+    "head_dim,base,method,factor",
+    [
+        (128, 1e4, "default", 1.0),
+        (128, 1e4, "linear", 8.0),
+        (128, 5e5, "default", 1.0),
+        (32, 520.0, "default", 1.0),
+    ],
+)
+def test_attention_decay_matches_bruteforce_rotation(head_dim, base, method, factor):
+    theta = rope.inv_freq(head_dim, base, method, factor)
+    ones = torch.ones(head_dim, dtype=torch.float64)
+    m = 40000  # query position; keys at m - delta
+    deltas = [0, 1, 7, 100, 1234, 4096, 20000, 32768]
+    q = rotate_pairs_bruteforce(ones, m, theta)
+    brute = torch.stack([q @ rotate_pairs_bruteforce(ones, m - d, theta) for d in deltas])
+    ours = rope.attention_decay(deltas, head_dim, base, method, factor, normalize=False)
+    torch.testing.assert_close(ours, brute, atol=1e-7, rtol=1e-9)
+    assert ours[0] == pytest.approx(head_dim)  # all-ones: |q||k| = d at distance 0
+
+
+def test_attention_decay_xpos_matches_bruteforce_scaled_rotation():
+    """xPos as torchscale writes it: zeta = (arange(0, d, 2) + 0.4 d) / (1.4 d), query scaled by
+    zeta^(n/scale_base), key by zeta^(-m/scale_base)."""
+    head_dim, scale_base, base = 64, 512.0, 5e5
+    theta = rope.inv_freq(head_dim, base)
+    zeta = (torch.arange(0, head_dim, 2, dtype=torch.float64) + 0.4 * head_dim) / (1.4 * head_dim)
+    ones = torch.ones(head_dim, dtype=torch.float64)
+    n, deltas = 3000, [0, 10, 500, 2999]
+    q = rotate_pairs_bruteforce(ones, n, theta) * (zeta ** (n / scale_base)).repeat_interleave(2)
+    brute = []
+    for d in deltas:
+        k = rotate_pairs_bruteforce(ones, n - d, theta) * (
+            zeta ** (-(n - d) / scale_base)
+        ).repeat_interleave(2)
+        brute.append(q @ k)
+    ours = rope.attention_decay(deltas, head_dim, base, xpos_scale_base=scale_base, normalize=False)
+    torch.testing.assert_close(ours, torch.stack(brute), atol=1e-9, rtol=1e-9)
+    # The same scaling applied by apply_rotary (Llama's rotate-half layout) gives the same scores.
+    q2 = rope.apply_rotary(ones[None], torch.tensor([n]), theta, xpos_scale_base=scale_base)
+    for d, ref in zip(deltas, brute, strict=True):
+        k2 = rope.apply_rotary(
+            ones[None], torch.tensor([n - d]), theta, xpos_scale_base=scale_base, key=True
+        )
+        assert (q2 * k2).sum().item() == pytest.approx(ref.item(), rel=1e-9)
+
+
+# --- Llama 2 Long App. B: granularity ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method,factor", [("linear", 4.0), ("linear", 8.0), ("abf", 50.0), ("default", 1.0)]
+)
+@pytest.mark.parametrize("head_dim", [32, 128])
+def test_granularity_is_the_sine_similarity_of_consecutive_images(method, factor, head_dim):
+    """sin angle(f(x, n+1), f(x, n)) = Im<a, b> / (|a||b|) for all-ones x, via complex numbers."""
+    base = 1e4
+    if method == "linear":
+        theta = (1 / factor) * base ** (
+            -torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+        )
+    elif method == "abf":
+        theta = (base * factor) ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    else:
+        theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    x = torch.ones(head_dim, dtype=torch.float64)
+    z = torch.complex(x[0::2], x[1::2])
+    n = 17
+    a, b = z * torch.exp(1j * theta * (n + 1)), z * torch.exp(1j * theta * n)
+    sine = (
+        torch.vdot(b, a).imag / (a.abs().pow(2).sum().sqrt() * b.abs().pow(2).sum().sqrt())
+    ).item()
+    assert rope.granularity(head_dim, base, method, factor) == pytest.approx(sine, rel=1e-12)
+
+
+def test_granularity_limits_match_llama2long_constants():
+    # App. B: PI alpha/ln b ~= 0.027 (alpha = 1/4, b = 1e4); ABF 1/(ln b + ln beta) ~= 0.076 (beta = 50).
+    assert round(rope.granularity_limit(1e4, "linear", 4.0), 3) == 0.027
+    assert round(rope.granularity_limit(1e4, "abf", 50.0), 3) == 0.076
+
+
+@pytest.mark.parametrize("method,factor", [("linear", 4.0), ("linear", 8.0), ("abf", 50.0)])
+def test_granularity_converges_to_its_exact_limit(method, factor):
+    big = rope.granularity(200_000, 1e4, method, factor)
+    assert big == pytest.approx(rope.granularity_limit(1e4, method, factor, exact=True), rel=1e-3)
+
+
+def test_sine_integral_series():
+    # Si(1) = 0.946083070367183 (Abramowitz & Stegun, Table 5.1); others by quadrature of sin(v)/v.
+    assert rope._si(1.0) == pytest.approx(0.946083070367183, rel=1e-12)
+    for x in (0.25, 2.0, 3.5):
+        v = torch.linspace(1e-12, x, 200_001, dtype=torch.float64)
+        assert rope._si(x) == pytest.approx(torch.trapezoid(torch.sin(v) / v, v).item(), rel=1e-9)
+
+
+# --- ProLong App. B.1: the dynamic-NTK suggested base -------------------------------------------
+
+
+def test_ntk_base_matches_prolong_suggestions():
+    # "Dynamic NTK roughly suggests 4m" for Llama-3 8K -> 64K, and "64 x 10^6" for 64K -> 512K from 8M.
+    assert rope.ntk_base(5e5, 8, 128) / 1e6 == pytest.approx(4.0, rel=0.05)
+    assert rope.ntk_base(8e6, 8, 128) / 1e6 == pytest.approx(64.0, rel=0.05)
+    # claims.md: the mirrored base for Llama-2 (10K at 4K) at W = 256 with d = 32 is "about 520".
+    assert rope.ntk_base(1e4, 256 / 4096, 32) == pytest.approx(520, rel=0.01)
+
+
+def test_paper_settings_are_consistent():
+    names = {s.model: s for s in rope.PAPER_SETTINGS}
+    together, long = names["LLaMA-2-7B-32K"], names["Llama 2 Long 7B"]
+    assert together.window == together.original_window * together.factor  # 4K x 8 = 32K
+    assert long.base / names["Llama-2-7B"].base == 50  # ABF: 10K -> 500K
+    assert names["Llama-3-8B-Instruct-80K-QLoRA"].base / 5e5 == 400  # claims.md: x400
+    assert names["ProLong-8B-64K"].base / 5e5 == 16  # claims.md: x16
+    for s in rope.PAPER_SETTINGS:
+        assert s.inv_freq().shape == (s.head_dim // 2,)
