@@ -8,17 +8,8 @@ before any heavy work, so a typo fails at once with the allowed values.
 
 from __future__ import annotations
 
-import os
-
 PROFILES = ("tiny", "cpu", "gpu", "paper")
 DEFAULT_PROFILE = "cpu"
-
-
-def current() -> str:
-    """The profile named by ``LCX_PROFILE`` (default ``cpu``), checked."""
-    profile = os.environ.get("LCX_PROFILE", DEFAULT_PROFILE)
-    check("LCX_PROFILE", profile, PROFILES)
-    return profile
 
 
 def check(name: str, value, allowed=None, *, low=None, high=None, kind=None):

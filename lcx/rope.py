@@ -345,13 +345,22 @@ class RopeSetting:
     original_window: int | None = None  # the native window it was extended from
     head_dim: int = 128
     source: str = ""
+    hub_id: str | None = None  # the released checkpoint, for the gpu/paper profiles
 
     def inv_freq(self) -> torch.Tensor:
         return inv_freq(self.head_dim, self.base, self.method, self.factor, self.original_window)
 
 
 PAPER_SETTINGS = (
-    RopeSetting("Llama-2-7B", "Llama 2", 4096, "default", 1e4, source="Touvron et al. 2023"),
+    RopeSetting(
+        "Llama-2-7B",
+        "Llama 2",
+        4096,
+        "default",
+        1e4,
+        source="Touvron et al. 2023",
+        hub_id="meta-llama/Llama-2-7b-hf",
+    ),
     RopeSetting(
         "LLaMA-2-7B-32K",
         "Together",
@@ -361,6 +370,7 @@ PAPER_SETTINGS = (
         8.0,
         4096,
         source="Together blog: linear Position Interpolation, factor 8",
+        hub_id="togethercomputer/LLaMA-2-7B-32K",
     ),
     RopeSetting(
         "Llama 2 Long 7B",
@@ -371,7 +381,15 @@ PAPER_SETTINGS = (
         original_window=4096,
         source="§4.1: ABF, base 10,000 -> 500,000",
     ),
-    RopeSetting("Meta-Llama-3-8B-Instruct", "Llama 3", 8192, "default", 5e5, source="Meta 2024"),
+    RopeSetting(
+        "Meta-Llama-3-8B-Instruct",
+        "Llama 3",
+        8192,
+        "default",
+        5e5,
+        source="Meta 2024",
+        hub_id="meta-llama/Meta-Llama-3-8B-Instruct",
+    ),
     RopeSetting(
         "Llama-3-8B-Instruct-80K-QLoRA",
         "Llama-3 80K",
@@ -380,6 +398,7 @@ PAPER_SETTINGS = (
         2e8,
         original_window=8192,
         source="§2: rope_theta 500K -> 200M",
+        hub_id="namespace-Pt/Llama-3-8B-Instruct-80K-QLoRA-Merged",
     ),
     RopeSetting(
         "ProLong-8B-64K",
@@ -389,6 +408,7 @@ PAPER_SETTINGS = (
         8e6,
         original_window=8192,
         source="Table 9, stage 1",
+        hub_id="princeton-nlp/Llama-3-8B-ProLong-64k-Base",
     ),
     RopeSetting(
         "ProLong-8B-512K",
@@ -398,5 +418,6 @@ PAPER_SETTINGS = (
         1.28e8,
         original_window=65536,
         source="Table 9, stage 2",
+        hub_id="princeton-nlp/Llama-3-8B-ProLong-512k-Base",
     ),
 )

@@ -1,0 +1,77 @@
+"""The chapter notebooks' contract: committed clean, parameterised, failing fast on bad input."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_chapters():
+    assert any(p.name == "01_rope.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    dirty = [i for i, c in enumerate(nb["cells"]) if c.get("outputs") or c.get("execution_count")]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_named_and_parameterised(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), path.name
+    nb = json.loads(path.read_text())
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert "parameters" in first_code.get("metadata", {}).get("tags", []), (
+        "first code cell must be tagged 'parameters'"
+    )
+    assert 'profile = os.environ.get("LCX_PROFILE", "cpu")' in "".join(first_code["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_listed_in_the_book(path):
+    toc = (ROOT / "_toc.yml").read_text()
+    assert f"notebooks/{path.stem}" in toc, f"{path.name} is missing from _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_bad_profile_fails_before_any_work(path, tmp_path):
+    """papermill -p profile bogus must stop in the first cells with a message naming the parameter."""
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(path),
+            str(out),
+            "-p",
+            "profile",
+            "bogus",
+            "--cwd",
+            str(path.parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LCX_RESULTS": str(tmp_path / "results")},
+    )
+    assert proc.returncode != 0
+    assert "parameter 'profile' = 'bogus' is not allowed" in proc.stdout + proc.stderr
+    assert "tiny, cpu, gpu, paper" in proc.stdout + proc.stderr
+    executed = json.loads(out.read_text())
+    code_cells = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    failed = next(
+        i
+        for i, c in enumerate(code_cells)
+        if any(o.get("output_type") == "error" for o in c["outputs"])
+    )
+    assert failed <= 2, f"the bad profile was only caught in code cell {failed}"
+    assert not (tmp_path / "results" / "bogus").exists()
