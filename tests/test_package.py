@@ -1,0 +1,21 @@
+"""lcx must import on a CPU-only machine without any GPU-only package."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lcx
+
+MODULES = sorted(p.stem for p in Path(lcx.__file__).parent.glob("*.py") if p.stem != "__init__")
+GPU_ONLY = ("flash_attn", "unsloth", "bitsandbytes", "triton")
+
+
+def test_importing_lcx_pulls_no_gpu_only_package():
+    code = (
+        "import sys\n"
+        + "".join(f"import lcx.{m}\n" for m in MODULES)
+        + f"print(sorted(m for m in {GPU_ONLY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert "rope" in MODULES
