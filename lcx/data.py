@@ -1,0 +1,478 @@
+"""Corpora: real long documents found on (or installable to) a machine with no dataset hub.
+
+The papers train on RedPajama, PG19, arXiv and the Stack. The ``tiny`` and ``cpu`` profiles build
+stand-ins from text a laptop can get from PyPI and Debian, with provenance (source, package,
+version, sha256) recorded:
+
+* code: the Python standard library, one document per top-level package with its files
+  concatenated (ProLong §3.1 builds repository-level documents from the Stack the same way);
+* books: six Jane Austen novels (Debian ``r-cran-janeaustenr``, read from R's lazy-load database
+  without R) and the 66 books of the King James Bible (the PyPI wheel ``bible-cli``);
+* prose: the Python reST docs (``python3.11-doc``), Perl's pods (``perl-doc``), the Jargon File
+  (``jargon-text``), and the machine's man pages and package READMEs;
+* short: paragraphs-sized sections (<= 2 KB) cut from all of the above.
+
+Every document has a stable id, a domain and a source; the held-out split is by document (a short
+section follows its parent). The ``gpu``/``paper`` profiles load hub datasets through the same
+:func:`load_corpus`. A source that cannot be had is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import json
+import re
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import datasets
+
+from . import cache
+from .profiles import PROFILES, check
+
+DOMAINS = ("code", "books", "prose", "short")
+SHORT_MAX_BYTES = 2048
+TEST_FRACTION = 0.05
+FORMAT_VERSION = 2  # bump when the corpus layout changes, so caches rebuild
+
+# (source, domain) the cpu profile reads; tiny reads only the standard library (present wherever
+# Python is, so the notebook tests download nothing).
+LOCAL_SOURCES = {
+    "stdlib": "code",
+    "janeaustenr": "books",
+    "bible": "books",
+    "python-doc": "prose",
+    "perl-doc": "prose",
+    "jargon": "prose",
+    "man-pages": "prose",
+    "debian-readmes": "prose",
+}
+PROFILE_SOURCES = {
+    "tiny": ("stdlib",),
+    "cpu": tuple(LOCAL_SOURCES),
+    "gpu": ("hub-books", "hub-code", "hub-prose"),
+    "paper": ("hub-books", "hub-code", "hub-prose"),
+}
+# The gpu/paper profiles: hub datasets by domain, streamed with `datasets.load_dataset`.
+HUB_SOURCES = {
+    "books": ("emozilla/pg19", "text"),
+    "code": ("bigcode/the-stack-smol", "content"),
+    "prose": ("togethercomputer/RedPajama-Data-1T-Sample", "text"),
+}
+# Caps (bytes per source) keep the cpu corpus at a size this machine trains on in minutes.
+PROFILE_CAPS = {"tiny": 1_500_000, "cpu": 12_000_000, "gpu": None, "paper": None}
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _doc(source: str, domain: str, name: str, text: str) -> dict:
+    return {"id": f"{source}:{name}", "source": source, "domain": domain, "text": text}
+
+
+# --- fetching packages ---------------------------------------------------------------------------
+
+
+def _apt_download(package: str, workdir: Path) -> tuple[Path, dict]:
+    """``apt-get download`` a Debian package and unpack it; returns (root, provenance)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["apt-get", "download", package], cwd=workdir, capture_output=True, text=True
+    )
+    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not debs:
+        raise RuntimeError(f"apt-get download {package} failed: {proc.stderr.strip()[-300:]}")
+    deb = debs[-1]
+    root = workdir / package
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    version = deb.name.split("_")[1]
+    return root, {
+        "package": f"debian:{package}",
+        "version": version,
+        "sha256": _sha256_bytes(deb.read_bytes()),
+    }
+
+
+def _pip_download(package: str, workdir: Path) -> tuple[Path, dict]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "-d",
+        str(workdir),
+        package,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(workdir.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise RuntimeError(f"pip download {package} failed: {proc.stderr.strip()[-300:]}")
+    whl = wheels[-1]
+    version = whl.name.split("-")[1]
+    return whl, {
+        "package": f"pypi:{package}",
+        "version": version,
+        "sha256": _sha256_bytes(whl.read_bytes()),
+    }
+
+
+# --- readers, one per source -----------------------------------------------------------------------
+
+
+def read_stdlib(workdir: Path) -> tuple[list[dict], dict]:
+    """One document per top-level package (files concatenated, each with a path header) or module."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "__pycache__"}
+    docs = []
+    for entry in sorted(root.iterdir()):
+        if entry.name in skip or entry.name.startswith("config-"):
+            continue
+        if entry.is_dir():
+            groups = [entry]
+            if entry.name == "test":  # the test suite: one "repository" per test package
+                groups = sorted(
+                    p for p in entry.iterdir() if p.is_dir() and p.name != "__pycache__"
+                )
+            for group in groups:
+                files = sorted(p for p in group.rglob("*.py") if "__pycache__" not in p.parts)
+                parts = [
+                    f"# file: {p.relative_to(root)}\n{p.read_text(errors='replace')}" for p in files
+                ]
+                text = "\n\n".join(parts)
+                if text.strip():
+                    docs.append(_doc("stdlib", "code", str(group.relative_to(root)), text))
+        elif entry.suffix == ".py":
+            docs.append(
+                _doc(
+                    "stdlib",
+                    "code",
+                    entry.name,
+                    f"# file: {entry.name}\n{entry.read_text(errors='replace')}",
+                )
+            )
+    version = sysconfig.get_python_version()
+    return docs, {
+        "package": f"python-stdlib:{sys.version.split()[0]}",
+        "version": version,
+        "path": str(root),
+    }
+
+
+def _read_r_strings(record: bytes) -> list[str]:
+    """The character vector in one R XDR serialization (format 2 or 3): R's ``STRSXP`` of ``CHARSXP``s."""
+    if record[:2] != b"X\n":
+        raise ValueError("not an R XDR serialization")
+    pos = 2
+    version = struct.unpack(">i", record[pos : pos + 4])[0]
+    pos += 12  # version, writer R version, minimal R version
+    if version == 3:
+        n = struct.unpack(">i", record[pos : pos + 4])[0]
+        pos += 4 + n  # native encoding name
+    flags, length = struct.unpack(">ii", record[pos : pos + 8])
+    pos += 8
+    if flags & 0xFF != 16:  # STRSXP
+        raise ValueError(f"expected a character vector, got SEXP type {flags & 0xFF}")
+    out = []
+    for _ in range(length):
+        _, n = struct.unpack(">ii", record[pos : pos + 8])
+        pos += 8
+        if n == -1:  # NA_character_
+            out.append("")
+            continue
+        out.append(record[pos : pos + n].decode("utf-8", errors="replace"))
+        pos += n
+    return out
+
+
+def read_janeaustenr(workdir: Path) -> tuple[list[dict], dict]:
+    """Six novels from R's lazy-load database: records of [4-byte big-endian length][zlib stream]."""
+    root, prov = _apt_download("r-cran-janeaustenr", workdir)
+    rdb = next(root.rglob("janeaustenr/data/Rdata.rdb")).read_bytes()
+    docs, pos = [], 0
+    while pos < len(rdb):
+        inflater = zlib.decompressobj()
+        record = inflater.decompress(rdb[pos + 4 :])
+        pos += 4 + (len(rdb) - pos - 4 - len(inflater.unused_data))
+        lines = _read_r_strings(record)
+        title = next(line for line in lines if line.strip()).strip()
+        docs.append(
+            _doc(
+                "janeaustenr",
+                "books",
+                re.sub(r"\W+", "_", title.lower()).strip("_"),
+                "\n".join(lines),
+            )
+        )
+    return docs, prov
+
+
+def read_bible(workdir: Path) -> tuple[list[dict], dict]:
+    """The 66 books of the King James Bible from the ``bible-cli`` wheel, one document each."""
+    whl, prov = _pip_download("bible-cli", workdir)
+    with zipfile.ZipFile(whl) as z:
+        books = json.loads(z.read("bible_cli/dataset.json"))
+    docs = []
+    for book in books:
+        chapters = []
+        for i, verses in enumerate(book["chapters"], 1):
+            verses = [
+                re.sub(r"\{[^{}]*:[^{}]*\}", "", v).replace("{", "").replace("}", "")
+                for v in verses
+            ]
+            chapters.append(f"Chapter {i}\n\n" + "\n".join(" ".join(v.split()) for v in verses))
+        docs.append(_doc("bible", "books", book["abbrev"], "\n\n".join(chapters)))
+    return docs, prov
+
+
+def _read_files(source: str, paths, root: Path) -> list[dict]:
+    docs, seen = [], set()
+    for path in sorted(paths):
+        raw = gzip.open(path).read() if str(path).endswith(".gz") else Path(path).read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        digest = _sha256_bytes(raw)
+        if text.strip() and digest not in seen:  # identical files (licences, copies) once only
+            seen.add(digest)
+            docs.append(_doc(source, "prose", str(Path(path).relative_to(root)), text))
+    return docs
+
+
+def read_python_doc(workdir: Path) -> tuple[list[dict], dict]:
+    root, prov = _apt_download("python3.11-doc", workdir)
+    return _read_files("python-doc", root.rglob("_sources/**/*.rst.txt"), root), prov
+
+
+def read_perl_doc(workdir: Path) -> tuple[list[dict], dict]:
+    root, prov = _apt_download("perl-doc", workdir)
+    return _read_files("perl-doc", root.rglob("pod/*.pod"), root), prov
+
+
+def read_jargon(workdir: Path) -> tuple[list[dict], dict]:
+    root, prov = _apt_download("jargon-text", workdir)
+    return _read_files("jargon", root.rglob("jargon.txt.gz"), root), prov
+
+
+_TROFF_ESCAPES = re.compile(
+    r"\\f[BIRP1-4]|\\f\(..|\\f\[[^\]]*\]|\\s[+-]?\d|\\[&|^%]|\\\*\(..|\\\*."
+)
+
+
+def _troff_to_text(src: str) -> str:
+    """Crude man-page formatting: drop requests and font escapes, keep the words."""
+    out = []
+    for line in src.splitlines():
+        if line.startswith(('.\\"', "'\\\"")):
+            continue
+        if line.startswith((".", "'")):
+            words = line.split(None, 1)
+            if words[0] in (".SH", ".SS") and len(words) > 1:
+                out.append("\n" + words[1].strip('"'))
+            elif words[0] in (".B", ".I", ".BR", ".IR", ".RB", ".BI", ".IB") and len(words) > 1:
+                out.append(words[1].replace('"', ""))
+            elif words[0] in (".PP", ".LP", ".P", ".TP", ".IP"):
+                out.append("")
+            continue
+        out.append(line)
+    text = _TROFF_ESCAPES.sub("", "\n".join(out)).replace("\\-", "-").replace("\\e", "\\")
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def read_man_pages(workdir: Path) -> tuple[list[dict], dict]:
+    root = Path("/usr/share/man")
+    paths = sorted(glob.glob(str(root / "man[1578]" / "*.gz")))
+    if not paths:
+        raise RuntimeError("no man pages under /usr/share/man")
+    docs = []
+    for doc in _read_files("man-pages", paths, root):
+        doc["text"] = _troff_to_text(doc["text"])
+        docs.append(doc)
+    return docs, {"package": "local:/usr/share/man", "version": "installed", "n_files": len(paths)}
+
+
+def read_debian_readmes(workdir: Path) -> tuple[list[dict], dict]:
+    root = Path("/usr/share/doc")
+    paths = [p for p in root.glob("*/README*") if p.is_file()]
+    if not paths:
+        raise RuntimeError("no README files under /usr/share/doc")
+    return _read_files("debian-readmes", paths, root), {
+        "package": "local:/usr/share/doc",
+        "version": "installed",
+    }
+
+
+def _hub_reader(domain: str, max_docs: int = 20_000):
+    name, field = HUB_SOURCES[domain]
+
+    def read(workdir: Path) -> tuple[list[dict], dict]:
+        stream = datasets.load_dataset(name, split="train", streaming=True)  # needs the hub
+        docs = [
+            _doc(f"hub-{domain}", domain, str(i), row[field])
+            for i, row in zip(range(max_docs), stream, strict=False)
+        ]
+        return docs, {"package": f"hub:{name}", "version": "streamed", "field": field}
+
+    return read
+
+
+READERS = {
+    "stdlib": read_stdlib,
+    "janeaustenr": read_janeaustenr,
+    "bible": read_bible,
+    "python-doc": read_python_doc,
+    "perl-doc": read_perl_doc,
+    "jargon": read_jargon,
+    "man-pages": read_man_pages,
+    "debian-readmes": read_debian_readmes,
+    **{f"hub-{domain}": _hub_reader(domain) for domain in HUB_SOURCES},
+}
+SOURCE_DOMAINS = {**LOCAL_SOURCES, **{f"hub-{d}": d for d in HUB_SOURCES}}
+
+
+# --- splitting and short sections ----------------------------------------------------------------
+
+
+def held_out(ids: list[str], fraction: float = TEST_FRACTION) -> set[str]:
+    """The held-out documents of one source: the ``max(1, fraction * n)`` ids with the smallest
+    hash, so the split is stable across builds and every source has held-out documents."""
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+    return set(ranked[: max(1, round(fraction * len(ranked)))])
+
+
+def short_sections(doc: dict, max_bytes: int = SHORT_MAX_BYTES, every: int = 4) -> list[dict]:
+    """Sections of at most ``max_bytes`` characters cut at blank lines from a document (every ``every``-th one,
+    so the short domain samples documents rather than duplicating them)."""
+    sections, current = [], ""
+    for para in re.split(r"\n\s*\n", doc["text"]):
+        if len(current) + len(para) + 2 > max_bytes:
+            if current.strip():
+                sections.append(current)
+            current = para[:max_bytes]
+        else:
+            current = f"{current}\n\n{para}" if current else para
+    if current.strip():
+        sections.append(current)
+    return [
+        {
+            "id": f"{doc['id']}#{i}",
+            "source": doc["source"],
+            "domain": "short",
+            "text": s,
+            "parent": doc["id"],
+        }
+        for i, s in enumerate(sections)
+        if i % every == 0 and len(s) >= 200
+    ]
+
+
+def _cap(docs: list[dict], cap: int | None) -> list[dict]:
+    """Keep whole documents in a stable order (by hash of id) until ``cap`` bytes."""
+    if cap is None:
+        return docs
+    kept, total = [], 0
+    for doc in sorted(docs, key=lambda d: hashlib.sha256(f"cap:{d['id']}".encode()).hexdigest()):
+        if total >= cap:
+            break
+        kept.append(doc)
+        total += len(doc["text"].encode())
+    return kept
+
+
+def _build(folder: Path, sources: tuple[str, ...], cap: int | None) -> None:
+    rows, provenance = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for source in sources:
+            try:
+                docs, prov = READERS[source](Path(tmp) / source)
+            except Exception as exc:  # a missing package or tool: report it and go on with the rest
+                provenance[source] = {
+                    "status": "unavailable",
+                    "reason": f"{type(exc).__name__}: {exc}"[:500],
+                }
+                print(
+                    f"lcx.data: source {source!r} unavailable ({exc}); continuing without it",
+                    file=sys.stderr,
+                )
+                continue
+            docs = _cap(docs, cap)
+            prov.update(
+                status="ok",
+                domain=SOURCE_DOMAINS[source],
+                n_docs=len(docs),
+                n_bytes=sum(len(d["text"].encode()) for d in docs),
+            )
+            provenance[source] = prov
+            test_ids = held_out([d["id"] for d in docs])
+            for doc in docs:
+                doc["parent"] = doc["id"]
+                for row in [doc, *short_sections(doc)]:
+                    row["split"] = "test" if doc["id"] in test_ids else "train"
+                    rows.append(row)
+    if not any(r["domain"] != "short" for r in rows):
+        raise RuntimeError(f"too little data: no source could be read: {json.dumps(provenance)}")
+    for row in rows:
+        row["n_bytes"] = len(row["text"].encode())
+    rows.sort(key=lambda r: r["id"])
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder / "dataset"))
+    (folder / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+
+
+def load_corpus(profile: str, sources: tuple[str, ...] | None = None, cap: int | None = -1):
+    """The corpus for a profile as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits.
+
+    Columns: ``id``, ``source``, ``domain``, ``text``, ``parent``, ``split``, ``n_bytes``. The
+    provenance of each source is in ``corpus_info(...)``. Built once and cached (``lcx.cache``).
+    ``cap``: bytes per source (default: the profile's), ``None`` for everything.
+    """
+    check("profile", profile, PROFILES)
+    sources = tuple(sources or PROFILE_SOURCES[profile])
+    for s in sources:
+        check("sources", s, tuple(READERS))
+    cap = PROFILE_CAPS[profile] if cap == -1 else cap
+    config = {
+        "sources": sources,
+        "cap": cap,
+        "short_max_bytes": SHORT_MAX_BYTES,
+        "test_fraction": TEST_FRACTION,
+        "format": FORMAT_VERSION,
+    }
+    folder = cache.cached("corpus", config, lambda f: _build(f, sources, cap))
+    ds = datasets.load_from_disk(str(folder / "dataset"))
+    out = datasets.DatasetDict(
+        {split: ds.filter(lambda r, s=split: r["split"] == s) for split in ("train", "test")}
+    )
+    # Per source: package, version, sha256, counts, or why it was unavailable.
+    out.provenance = json.loads((folder / "provenance.json").read_text())
+    return out
+
+
+def domain_stats(corpus, tokenizer=None):
+    """Documents, bytes (and tokens, given a tokenizer) per split and domain, as a pandas frame."""
+    import pandas as pd
+
+    rows = []
+    for split, ds in corpus.items():
+        frame = ds.select_columns(["domain", "n_bytes"]).to_pandas()
+        if tokenizer is not None:
+            frame["n_tokens"] = [
+                len(ids) for ids in tokenizer(ds["text"], add_special_tokens=False)["input_ids"]
+            ]
+        g = frame.groupby("domain").agg(
+            docs=("n_bytes", "size"),
+            bytes=("n_bytes", "sum"),
+            max_bytes=("n_bytes", "max"),
+            **({"tokens": ("n_tokens", "sum")} if tokenizer is not None else {}),
+        )
+        g.insert(0, "split", split)
+        rows.append(g.reset_index())
+    return pd.concat(rows, ignore_index=True)
