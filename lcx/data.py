@@ -449,30 +449,63 @@ def load_corpus(profile: str, sources: tuple[str, ...] | None = None, cap: int |
     folder = cache.cached("corpus", config, lambda f: _build(f, sources, cap))
     ds = datasets.load_from_disk(str(folder / "dataset"))
     out = datasets.DatasetDict(
-        {split: ds.filter(lambda r, s=split: r["split"] == s) for split in ("train", "test")}
+        {
+            split: ds.filter(lambda r, s=split: r["split"] == s, keep_in_memory=True)
+            for split in ("train", "test")
+        }
     )
     # Per source: package, version, sha256, counts, or why it was unavailable.
     out.provenance = json.loads((folder / "provenance.json").read_text())
+    out.key = folder.name  # the cache key, for artifacts built from this corpus
     return out
 
 
-def domain_stats(corpus, tokenizer=None):
-    """Documents, bytes (and tokens, given a tokenizer) per split and domain, as a pandas frame."""
+def tokenize(corpus, tokenizer):
+    """The corpus as token ids (column ``input_ids``, plus ``n_tokens``), built once and cached.
+
+    Each document is encoded without special tokens; packing adds the separators.
+    """
+
+    def build(folder: Path) -> None:
+        def encode(batch):
+            ids = tokenizer(list(batch["text"]), add_special_tokens=False)["input_ids"]
+            return {"input_ids": ids, "n_tokens": [len(x) for x in ids]}
+
+        out = datasets.DatasetDict(
+            {
+                split: ds.map(
+                    encode,
+                    batched=True,
+                    batch_size=64,
+                    remove_columns=["text"],
+                    keep_in_memory=True,
+                    desc=f"tokenizing {split}",
+                )
+                for split, ds in corpus.items()
+            }
+        )
+        out.save_to_disk(str(folder / "dataset"))
+
+    folder = cache.cached("tokens", {"version": 1}, build, inputs=[corpus.key, tokenizer.key])
+    out = datasets.load_from_disk(str(folder / "dataset"))
+    out.key = folder.name
+    return out
+
+
+def domain_stats(tokens):
+    """Documents, bytes and tokens per split and domain (from :func:`tokenize`'s output)."""
     import pandas as pd
 
-    rows = []
-    for split, ds in corpus.items():
-        frame = ds.select_columns(["domain", "n_bytes"]).to_pandas()
-        if tokenizer is not None:
-            frame["n_tokens"] = [
-                len(ids) for ids in tokenizer(ds["text"], add_special_tokens=False)["input_ids"]
-            ]
+    frames = []
+    for split, ds in tokens.items():
+        frame = ds.select_columns(["domain", "n_bytes", "n_tokens"]).to_pandas()
         g = frame.groupby("domain").agg(
             docs=("n_bytes", "size"),
             bytes=("n_bytes", "sum"),
-            max_bytes=("n_bytes", "max"),
-            **({"tokens": ("n_tokens", "sum")} if tokenizer is not None else {}),
+            tokens=("n_tokens", "sum"),
+            longest_tokens=("n_tokens", "max"),
         )
+        g["bytes_per_token"] = g["bytes"] / g["tokens"]
         g.insert(0, "split", split)
-        rows.append(g.reset_index())
-    return pd.concat(rows, ignore_index=True)
+        frames.append(g.reset_index())
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,261 @@
+"""Tokenizers and Llama models: tiny ones trained here, real ones loaded on a GPU box.
+
+The ``tiny`` and ``cpu`` profiles train a byte-level BPE and small ``LlamaForCausalLM`` models from
+scratch; the ``gpu``/``paper`` profiles load the papers' checkpoints by hub name through the same
+functions (a local checkpoint folder works in place of a hub name, which is how the tests run that
+path). RoPE changes go through :mod:`lcx.rope` into ``config.rope_parameters``; since transformers
+keeps ``inv_freq`` as a non-persistent buffer, :func:`with_rope` builds a new model from the edited
+config and loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from . import attention, cache, rope
+
+SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
+VOCAB_SIZE = {"tiny": 512, "cpu": 4096}
+TOKENIZER_SAMPLE_BYTES = {"tiny": 1_000_000, "cpu": 24_000_000}
+
+# Tiny Llamas. `small` (~1.5M parameters with a 4K vocabulary) trains at ~10K tokens/s on 2 cores;
+# `base` (~5.5M) at ~3-4K. Head dimension 64 where the budget allows (Llama's is 128).
+SIZES = {
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        head_dim=32,
+        intermediate_size=192,
+    ),
+    "small": dict(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        head_dim=64,
+        intermediate_size=384,
+    ),
+    "base": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        head_dim=64,
+        intermediate_size=768,
+    ),
+}
+
+# The papers' models, written out so they can be instantiated without the hub (on the meta device).
+PAPER_CONFIGS = {
+    "meta-llama/Llama-2-7b-hf": dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    ),
+    "meta-llama/Meta-Llama-3-8B-Instruct": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+    ),
+}
+
+
+# --- tokenizer -------------------------------------------------------------------------------------
+
+
+def train_tokenizer(texts, vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with every digit its own pre-token, so a number is one token per digit
+    (retrieval answers are scored per digit)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def _tokenizer_sample(corpus, max_bytes: int) -> list[str]:
+    """An even sample of training documents across domains, up to ``max_bytes`` in all."""
+    train = corpus["train"]
+    domains = sorted(set(train["domain"]))
+    per_domain = max_bytes // len(domains)
+    texts = []
+    for domain in domains:
+        budget = per_domain
+        for text in train.filter(lambda r, d=domain: r["domain"] == d, keep_in_memory=True)["text"]:
+            if budget <= 0:
+                break
+            texts.append(text[:budget])
+            budget -= len(texts[-1])
+    return texts
+
+
+def load_tokenizer(
+    profile: str, corpus=None, hub_name: str | None = None
+) -> PreTrainedTokenizerFast:
+    """The profile's tokenizer: trained on ``corpus`` and cached (tiny/cpu), or the checkpoint's
+    own (``hub_name``, gpu/paper)."""
+    if profile in ("gpu", "paper"):
+        from transformers import AutoTokenizer
+
+        if hub_name is None:
+            raise ValueError(f"profile {profile!r} loads the checkpoint's tokenizer: pass hub_name")
+        return AutoTokenizer.from_pretrained(hub_name)
+    if corpus is None:
+        from .data import load_corpus
+
+        corpus = load_corpus(profile)
+    vocab, sample = VOCAB_SIZE[profile], TOKENIZER_SAMPLE_BYTES[profile]
+
+    def build(folder: Path) -> None:
+        train_tokenizer(_tokenizer_sample(corpus, sample), vocab).save_pretrained(folder)
+
+    folder = cache.cached(
+        "tokenizer",
+        {"vocab_size": vocab, "sample_bytes": sample, "version": 1},
+        build,
+        inputs=[corpus.key],
+    )
+    tok = PreTrainedTokenizerFast.from_pretrained(folder)
+    tok.key = folder.name
+    return tok
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+
+def tiny_config(
+    size: str, vocab_size: int, window: int, rope_base: float, **overrides
+) -> LlamaConfig:
+    """A tiny Llama: ``size`` from :data:`SIZES`, native window ``window``, plain RoPE at ``rope_base``."""
+    if size not in SIZES:
+        raise ValueError(f"size={size!r} is not one of {tuple(SIZES)}")
+    params = {**SIZES[size], "num_key_value_heads": SIZES[size]["num_attention_heads"], **overrides}
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=window,
+        rope_parameters={"rope_type": "default", "rope_theta": float(rope_base)},
+        tie_word_embeddings=False,
+        use_cache=False,  # packed training: the cache would let documents see each other
+        attn_implementation=attention.pick(),
+        **params,
+    )
+
+
+def new_model(config: LlamaConfig, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def with_rope(
+    model: LlamaForCausalLM, method: str, base: float | None = None, factor: float = 1.0, **kw
+):
+    """A copy of ``model`` using RoPE ``method`` (see :func:`lcx.rope.apply_rope`), weights loaded strictly."""
+    config = rope.apply_rope(model.config, method, base=base, factor=factor, **kw)
+    new = LlamaForCausalLM(config).to(dtype=model.dtype)
+    new.load_state_dict(model.state_dict(), strict=True)
+    return new
+
+
+def paper_config(
+    name: str, method: str = "default", base: float | None = None, factor: float = 1.0, **kw
+) -> LlamaConfig:
+    """A paper model's config (no hub needed) with a RoPE recipe applied."""
+    if name not in PAPER_CONFIGS:
+        raise ValueError(f"unknown paper model {name!r}; have {tuple(PAPER_CONFIGS)}")
+    config = LlamaConfig(**copy.deepcopy(PAPER_CONFIGS[name]), tie_word_embeddings=False)
+    return rope.apply_rope(config, method, base=base, factor=factor, **kw)
+
+
+def meta_model(config: LlamaConfig) -> LlamaForCausalLM:
+    """The model on the meta device: shapes and parameter counts without allocating weights."""
+    with torch.device("meta"):
+        return LlamaForCausalLM(config)
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def add_lora(
+    model,
+    r: int,
+    alpha: int,
+    targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+    modules_to_save=(),
+    dropout: float = 0.0,
+):
+    """Wrap ``model`` with peft LoRA adapters (Llama-3 80K: r=32, alpha=16 on q, k, v, o, plus the
+    embeddings trained in full through ``modules_to_save``)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        lora_dropout=dropout,
+        modules_to_save=list(modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def load_pretrained(
+    name_or_path: str,
+    method: str | None = None,
+    base: float | None = None,
+    factor: float = 1.0,
+    dtype=None,
+    attn_implementation: str | None = None,
+    load_in_4bit: bool = False,
+    **rope_kw,
+):
+    """A checkpoint by hub name or local folder, with an optional RoPE recipe and 4-bit NF4 weights.
+
+    The RoPE change goes into the config before loading, so the weights load unchanged into a model
+    with the new frequencies. ``bitsandbytes`` is imported only when ``load_in_4bit`` is set.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(name_or_path)
+    if method is not None:
+        config = rope.apply_rope(config, method, base=base, factor=factor, **rope_kw)
+    kwargs = {"config": config, "attn_implementation": attention.pick(attn_implementation)}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype or torch.float32,
+        )
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
