@@ -1,0 +1,285 @@
+"""Training runs built on ``transformers.Trainer``, described by a :class:`Recipe` that reads like a
+paper's hyperparameter table, cached by its full config and resumable after a crash.
+
+* Continued pretraining (and pretraining from scratch) on sequences packed from a domain mixture,
+  with a minimum document length (Together drops short sequences) and document masking on or off
+  (ProLong §A.3; see :mod:`lcx.attention`).
+* Task-format rows (e.g. passkey) mixed in at a given share with their answer tokens up-weighted:
+  the tiny models only learn a probe's format when it is in their training mix.
+* A token-averaged loss (ProLong §A.3): every token in a batch counts the same, whatever its row.
+
+A run's artifact (``lcx.cache``) holds the final model, the recipe and the loss log; checkpoints go
+to a work folder keyed the same way, so a run killed mid-way resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import LlamaForCausalLM, Trainer, TrainingArguments
+
+from . import attention, cache, tasks
+
+IGNORE = -100
+
+
+@dataclass
+class Recipe:
+    """One training stage, in the terms of the papers' tables."""
+
+    seq_len: int  # tokens per packed sequence
+    tokens: int  # training tokens in all
+    batch_tokens: int  # tokens per optimizer step
+    lr: float
+    schedule: str = "cosine"  # "cosine" (to min_lr_ratio), "linear" or "constant"
+    warmup: float = 0.0  # fraction of steps
+    min_lr_ratio: float = 0.0  # cosine decays to this fraction of the peak (ProLong: 0.1)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mixture: dict[str, float] = field(
+        default_factory=lambda: {"code": 1.0, "books": 1.0, "prose": 1.0}
+    )
+    min_doc_tokens: int = 0  # drop documents shorter than this (Together: 2K of 32K)
+    document_masking: bool = True
+    passkey_share: float = 0.0  # share of rows in passkey format (answer up-weighted)
+    answer_weight: float = 5.0  # loss weight of a format row's answer tokens
+    bf16: bool = False  # bf16 autocast on CPU (AVX512-BF16) or GPU
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    save_every: int = 50  # steps between checkpoints (resume granularity)
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens // self.batch_tokens)
+
+    @property
+    def rows_per_step(self) -> int:
+        return max(1, self.batch_tokens // self.seq_len)
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def _doc_stream(docs: list[list[int]], rng: random.Random, bos: int):
+    """Documents of one domain in a shuffled order, forever, each starting with BOS."""
+    order = list(range(len(docs)))
+    while True:
+        rng.shuffle(order)
+        for i in order:
+            yield [bos, *docs[i]]
+
+
+def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None) -> list[dict]:
+    """``n_rows`` training rows of ``recipe.seq_len`` tokens.
+
+    Each LM row draws a domain by ``recipe.mixture`` and fills the row with that domain's documents
+    (cut where the row ends; the rest starts the next row of that domain). With document masking the
+    position ids restart per document and the first token of each document is not a target. A share
+    ``recipe.passkey_share`` of rows are passkey examples at random depths (up to ``seq_len``).
+    """
+    rng = random.Random(recipe.seed)
+    weights = {d: w for d, w in recipe.mixture.items() if w > 0}
+    by_domain = {d: [] for d in weights}
+    for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
+        if domain in by_domain and len(ids) >= recipe.min_doc_tokens:
+            by_domain[domain].append(ids)
+    missing = [d for d, docs in by_domain.items() if not docs]
+    for d in missing:  # a domain this profile does not have (e.g. books on tiny)
+        weights.pop(d)
+    if not weights:
+        raise ValueError(
+            f"no training documents for mixture {recipe.mixture} (min_doc_tokens={recipe.min_doc_tokens})"
+        )
+    streams = {
+        d: _doc_stream(by_domain[d], random.Random(f"{recipe.seed}-{d}"), bos_id) for d in weights
+    }
+    pending = {d: [] for d in weights}
+    domains, probs = zip(*weights.items(), strict=True)
+    rows = []
+    for i in range(n_rows):
+        if recipe.passkey_share and rng.random() < recipe.passkey_share:
+            rows.append(_passkey_row(tokenizer, recipe, rng, seed=i))
+            continue
+        d = rng.choices(domains, probs)[0]
+        ids, lengths = [], []
+        while len(ids) < recipe.seq_len:
+            doc = pending[d] or next(streams[d])
+            take = doc[: recipe.seq_len - len(ids)]
+            pending[d] = doc[len(take) :]
+            ids += take
+            lengths.append(len(take))
+        pos = attention.position_ids(lengths, recipe.document_masking)
+        labels = torch.tensor(ids)
+        if recipe.document_masking:
+            starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
+            labels[starts] = IGNORE
+        rows.append(
+            {
+                "input_ids": torch.tensor(ids),
+                "position_ids": pos,
+                "labels": labels,
+                "loss_weights": torch.ones(len(ids)),
+            }
+        )
+    return rows
+
+
+def _passkey_row(tokenizer, recipe: Recipe, rng: random.Random, seed: int) -> dict:
+    shortest = tasks.passkey_min_length(tokenizer)
+    if shortest > recipe.seq_len:
+        raise ValueError(
+            f"passkey rows need seq_len >= {shortest} with this tokenizer (got {recipe.seq_len})"
+        )
+    length = rng.randint(shortest, recipe.seq_len)
+    ex = tasks.passkey(
+        tokenizer, length, rng.random(), seed=seed + 1_000_000 * recipe.seed, split="train"
+    )
+    ids = ex.prompt_ids + ex.answer_ids
+    pad = recipe.seq_len - len(ids)
+    weights = [1.0] * len(ex.prompt_ids) + [recipe.answer_weight] * len(ex.answer_ids) + [0.0] * pad
+    labels = ids + [IGNORE] * pad
+    ids = ids + [tokenizer.pad_token_id] * pad
+    return {
+        "input_ids": torch.tensor(ids),
+        "position_ids": torch.arange(recipe.seq_len),
+        "labels": torch.tensor(labels),
+        "loss_weights": torch.tensor(weights),
+    }
+
+
+# --- the trainer -----------------------------------------------------------------------------------
+
+
+class LcxTrainer(Trainer):
+    """``Trainer`` with a token-averaged, weighted loss and packed inputs kept apart (no KV cache)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
+        outputs = model(**attention.packed_inputs(inputs["input_ids"], inputs["position_ids"]))
+        logits = outputs.logits[:, :-1].float()
+        target, w = labels[:, 1:], weights[:, 1:] * (labels[:, 1:] != IGNORE)
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target.reshape(-1).clamp(min=0), reduction="none"
+        )
+        loss = (nll * w.reshape(-1)).sum() / w.sum().clamp(min=1)
+        return (loss, outputs) if return_outputs else loss
+
+
+def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
+    """The recipe as ``TrainingArguments`` (the row count per step is ``batch_tokens / seq_len``)."""
+    schedule = {
+        "cosine": "cosine_with_min_lr",
+        "linear": "linear",
+        "constant": "constant_with_warmup",
+    }
+    if recipe.schedule not in schedule:
+        raise ValueError(f"schedule={recipe.schedule!r} is not one of {tuple(schedule)}")
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=recipe.steps,
+        per_device_train_batch_size=recipe.rows_per_step,
+        learning_rate=recipe.lr,
+        lr_scheduler_type=schedule[recipe.schedule],
+        lr_scheduler_kwargs={"min_lr_rate": recipe.min_lr_ratio}
+        if recipe.schedule == "cosine"
+        else {},
+        warmup_steps=recipe.warmup,
+        adam_beta1=recipe.betas[0],
+        adam_beta2=recipe.betas[1],
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.grad_clip,
+        bf16=recipe.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=recipe.gradient_checkpointing,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        train_sampling_strategy="sequential",  # the rows are already in a seeded order
+        logging_steps=max(1, recipe.steps // 100),
+        save_strategy="steps",
+        save_steps=recipe.save_every,
+        save_total_limit=2,  # keep a fallback in case a kill lands mid-checkpoint
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def _collate(rows: list[dict]) -> dict:
+    return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def train(
+    model: LlamaForCausalLM, tokens, tokenizer, recipe: Recipe, inputs: list[str], name: str = "run"
+):
+    """Train ``model`` by ``recipe`` on ``tokens`` (from :func:`lcx.data.tokenize`), cached.
+
+    ``inputs``: the cache keys this run depends on (tokens, tokenizer, initial model). Returns the
+    run folder: ``model/`` (``save_pretrained``), ``recipe.json`` and ``log.json`` (loss per step).
+    A run interrupted at any point resumes from its last checkpoint when called again.
+    """
+    torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
+    config = {
+        "recipe": recipe.config(),
+        "model": model.config.to_dict(),
+        "name": name,
+        "version": 1,
+    }
+    work = cache.cache_root() / "work" / f"{name}-{cache.key('run', config, inputs)}"
+
+    def build(folder: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        rows = packed_rows(
+            tokens["train"] if "train" in tokens else tokens,
+            recipe,
+            tokenizer.bos_token_id,
+            recipe.steps * recipe.rows_per_step,
+            tokenizer,
+        )
+        model.config.use_cache = False
+        trainer = LcxTrainer(
+            model=model,
+            args=training_arguments(recipe, work),
+            train_dataset=rows,
+            data_collator=_collate,
+        )
+        trainer.train(resume_from_checkpoint=last_checkpoint(work))
+        model.save_pretrained(folder / "model")
+        log = [e for e in trainer.state.log_history if "loss" in e]
+        (folder / "log.json").write_text(json.dumps(log))
+        (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
+        shutil.rmtree(work, ignore_errors=True)
+
+    return cache.cached("run", config, build, inputs=inputs)
+
+
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors")
+
+
+def last_checkpoint(work: Path) -> str | None:
+    """The newest complete checkpoint in ``work``; incomplete ones (a kill mid-save) are removed."""
+    for ckpt in sorted(
+        work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True
+    ):
+        if all((ckpt / f).is_file() for f in CHECKPOINT_FILES):
+            return str(ckpt)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def load_run(folder: Path, **kw) -> LlamaForCausalLM:
+    return LlamaForCausalLM.from_pretrained(Path(folder) / "model", **kw)
+
+
+def loss_log(folder: Path) -> list[dict]:
+    return json.loads((Path(folder) / "log.json").read_text())
