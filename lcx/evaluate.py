@@ -1,0 +1,178 @@
+"""Evaluation by context length: perplexity (per token and per byte), loss per position, the
+power law of loss vs context (Llama 2 Long Fig. 1), and a passkey retrieval grid.
+
+Everything runs batched under ``torch.no_grad`` with a progress bar, on windows cut from held-out
+documents (split by document in :mod:`lcx.data`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import tasks
+
+
+def windows(tokens, length: int, n: int, bos_id: int, domains=None) -> torch.Tensor:
+    """Up to ``n`` windows of ``length`` tokens (BOS + ``length - 1`` document tokens), cut as
+    consecutive non-overlapping chunks of held-out documents long enough to fill one, taken
+    round-robin over documents so long documents do not crowd out the rest."""
+    chunks_by_doc = []
+    for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
+        if (domains is None or domain in domains) and domain != "short" and len(ids) >= length - 1:
+            k = len(ids) // (length - 1)
+            chunks_by_doc.append([ids[i * (length - 1) : (i + 1) * (length - 1)] for i in range(k)])
+    out = []
+    for i in range(max((len(c) for c in chunks_by_doc), default=0)):
+        for chunks in chunks_by_doc:
+            if i < len(chunks) and len(out) < n:
+                out.append([bos_id, *chunks[i]])
+    if not out:
+        raise ValueError(f"no held-out document has {length - 1} tokens (domains={domains})")
+    return torch.tensor(out)
+
+
+@torch.no_grad()
+def token_nll(
+    model, batch: torch.Tensor, batch_size: int = 8, desc: str | None = None
+) -> torch.Tensor:
+    """Per-position next-token NLL (nats), shape ``(n, length - 1)``; position i predicts token i+1."""
+    model.eval()
+    out = []
+    for i in tqdm(range(0, len(batch), batch_size), desc=desc, leave=False, disable=desc is None):
+        x = batch[i : i + batch_size]
+        logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
+        out.append(
+            torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
+        )
+    return torch.cat(out)
+
+
+def perplexity_by_length(
+    model, tokenizer, tokens, lengths, n_windows: int = 32, batch_size: int = 8, domains=None
+) -> pd.DataFrame:
+    """Perplexity per token and per byte at each context length (Together's table reports per byte).
+
+    Per byte: ``exp(total NLL / total UTF-8 bytes of the predicted tokens)``.
+    """
+    rows = []
+    for length in lengths:
+        w = windows(tokens, length, n_windows, tokenizer.bos_token_id, domains)
+        nll = token_nll(model, w, batch_size, desc=f"ppl @ {length}")
+        per_seq = nll.mean(1)
+        n_bytes = sum(len(tokenizer.decode(seq[1:]).encode()) for seq in w.tolist())
+        rows.append(
+            {
+                "length": length,
+                "windows": len(w),
+                "nll": per_seq.mean().item(),
+                "nll_se": (per_seq.std() / math.sqrt(len(w))).item()
+                if len(w) > 1
+                else float("nan"),
+                "ppl": math.exp(per_seq.mean().item()),
+                "ppl_per_byte": math.exp(nll.sum().item() / n_bytes),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def loss_by_position(nll: torch.Tensor, bucket: int) -> pd.DataFrame:
+    """Mean NLL (and its standard error over windows) per bucket of ``bucket`` positions."""
+    n, length = nll.shape
+    rows = []
+    for start in range(0, length, bucket):
+        per_window = nll[:, start : start + bucket].mean(1)
+        rows.append(
+            {
+                "start": start + 1,
+                "end": min(start + bucket, length),
+                "nll": per_window.mean().item(),
+                "se": (per_window.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def power_law(c, alpha, beta, gamma):
+    """Llama 2 Long Eq. (1): L(c) = (alpha / c) ** beta + gamma."""
+    return (alpha / np.asarray(c, dtype=float)) ** beta + gamma
+
+
+def fit_power_law(context, loss, sigma=None) -> dict:
+    """Least-squares fit of :func:`power_law` with 95% intervals and R^2 (``scipy.optimize``)."""
+    from scipy.optimize import curve_fit
+
+    c, y = np.asarray(context, dtype=float), np.asarray(loss, dtype=float)
+    p0 = (float(c.min()), 0.5, float(y.min()) - 0.1)
+    params, cov = curve_fit(
+        power_law,
+        c,
+        y,
+        p0=p0,
+        sigma=sigma,
+        bounds=([1e-6, 1e-3, 0], [np.inf, 10, np.inf]),
+        maxfev=20000,
+    )
+    resid = y - power_law(c, *params)
+    r2 = 1 - (resid**2).sum() / ((y - y.mean()) ** 2).sum()
+    se = np.sqrt(np.diag(cov))
+    names = ("alpha", "beta", "gamma")
+    out = {k: float(v) for k, v in zip(names, params, strict=True)}
+    out.update(
+        {
+            f"{k}_ci": (float(v - 1.96 * s), float(v + 1.96 * s))
+            for k, v, s in zip(names, params, se, strict=True)
+        }
+    )
+    out["r2"] = float(r2)
+    return out
+
+
+@torch.no_grad()
+def passkey_grid(
+    model, tokenizer, lengths, depths, n: int = 20, batch_size: int = 8, seed: int = 0
+) -> pd.DataFrame:
+    """Passkey accuracy per (length, depth): exact match and per-digit accuracy, teacher-forced.
+
+    Each answer token is correct when it is the model's argmax given the prompt and the answer's
+    earlier tokens; an example is an exact match when all are (which is what greedy decoding would
+    produce). Chance per digit is 0.1.
+    """
+    model.eval()
+    rows = []
+    for length in tqdm(lengths, desc="passkey", leave=False):
+        for depth in depths:
+            exs = [tasks.passkey(tokenizer, length, depth, seed=seed + i) for i in range(n)]
+            correct = []
+            for i in range(0, n, batch_size):
+                chunk = exs[i : i + batch_size]
+                seqs = [e.prompt_ids + e.answer_ids for e in chunk]
+                width = max(map(len, seqs))
+                x = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
+                pred = model(input_ids=x, use_cache=False).logits.argmax(-1)
+                for row, e in enumerate(chunk):
+                    start = len(e.prompt_ids)
+                    guess = pred[row, start - 1 : start - 1 + len(e.answer_ids)].tolist()
+                    digits = [
+                        j
+                        for j, t in enumerate(e.answer_ids)
+                        if tokenizer.decode([t]).strip().isdigit()
+                    ]
+                    correct.append([guess[j] == e.answer_ids[j] for j in digits])
+            per_digit = np.array([np.mean(c) for c in correct])
+            exact = np.array([all(c) for c in correct], dtype=float)
+            rows.append(
+                {
+                    "length": length,
+                    "depth": depth,
+                    "n": n,
+                    "exact": exact.mean(),
+                    "per_digit": per_digit.mean(),
+                    "per_digit_se": per_digit.std(ddof=1) / math.sqrt(n),
+                }
+            )
+    return pd.DataFrame(rows)
