@@ -13,12 +13,13 @@ PAPER_CHAPTERS := $(filter-out $(APPENDIX),$(CHAPTERS))
 EXECUTED := $(foreach c,$(CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
 LCX := $(wildcard lcx/*.py)
 
-.PHONY: help venv book test lint chapter lab clean
+.PHONY: help venv book test lint chapter lab bench clean
 help:
 	@echo "make book     run every chapter on PROFILE=$(PROFILE) with papermill and render _build/html"
 	@echo "make test     unit tests + every chapter on the tiny profile (nbmake)"
 	@echo "make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value' | PARAMS='-f params.yaml']"
 	@echo "make lab      open the chapters in JupyterLab"
+	@echo "make bench    training throughput and MFU of the cpu models (prints numbers; not a test)"
 
 venv: $(STAMP)
 # torch first, from the CPU wheel: the later install only sees a range it already satisfies, and the
@@ -62,6 +63,9 @@ chapter: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[lab]' --constraint constraints-cpu.txt
 	$(BIN)/jupyter lab notebooks
+
+bench: $(STAMP)
+	$(BIN)/python -m lcx.bench
 
 clean:
 	rm -rf _build results/tiny

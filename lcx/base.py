@@ -1,0 +1,110 @@
+"""The short-context base models the extension chapters start from (chapter 02).
+
+On ``tiny``/``cpu`` a base model is a tiny Llama trained from scratch at its native window W on the
+local corpus, standing in for a paper model at its native window: ``llama2`` for Llama-2 at 4K with
+base 10K, ``llama3`` for Llama-3 at 8K with base 500K. Its RoPE base *mirrors the paper model's
+geometry* (``../shared/claims.md``): ``b_W = b_paper * (W / W_paper) ** (d / (d - 2))``, the NTK
+formula run backwards, so the rotation angles at kW are those the paper model sees at kW_paper.
+``llama2-paperbase`` keeps the paper's base (10K) at W, the contrast chapter 02 shows.
+On ``gpu``/``paper`` the base model is the released checkpoint.
+
+Every chapter gets a base model through :func:`base_model`, which loads it from the cache or trains
+it once (the recipe below is its single source of truth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import data, models, rope, train
+from .profiles import PROFILES, check, pick
+
+
+@dataclass(frozen=True)
+class StandIn:
+    paper_model: str  # hub id of the model it stands for
+    paper_window: int
+    paper_base: float
+    mirror: bool  # scale the base to the window (True) or keep the paper's base
+
+
+BASES = {
+    "llama2": StandIn("meta-llama/Llama-2-7b-hf", 4096, 1e4, mirror=True),
+    "llama2-paperbase": StandIn("meta-llama/Llama-2-7b-hf", 4096, 1e4, mirror=False),
+    "llama3": StandIn("meta-llama/Meta-Llama-3-8B-Instruct", 8192, 5e5, mirror=True),
+}
+
+# Per profile: model size, native window W, and the pretraining recipe (paper: Llama 2 saw 2T tokens).
+SETUP = {
+    "tiny": dict(
+        size="tiny", window=128, tokens=128 * 16 * 60, batch_tokens=128 * 16, lr=3e-3, bf16=False
+    ),
+    "cpu": dict(size="small", window=256, tokens=2_500_000, batch_tokens=8192, lr=3e-3, bf16=True),
+}
+PASSKEY_SHARE = 0.2  # passkey-format rows in pretraining: tiny models learn the probe only this way
+
+
+def window(profile: str) -> int:
+    return pick(profile, tiny=SETUP["tiny"]["window"], cpu=SETUP["cpu"]["window"], gpu=4096)
+
+
+def head_dim(profile: str) -> int:
+    return 128 if profile in ("gpu", "paper") else models.SIZES[SETUP[profile]["size"]]["head_dim"]
+
+
+def rope_base(name: str, profile: str) -> float:
+    """The base model's RoPE base on ``profile`` (mirrored to its window, or the paper's)."""
+    b = BASES[name]
+    if profile in ("gpu", "paper") or not b.mirror:
+        return b.paper_base
+    return rope.ntk_base(b.paper_base, window(profile) / b.paper_window, head_dim(profile))
+
+
+def recipe(profile: str, seed: int = 0) -> train.Recipe:
+    s = SETUP[profile]
+    return train.Recipe(
+        seq_len=s["window"],
+        tokens=s["tokens"],
+        batch_tokens=s["batch_tokens"],
+        lr=s["lr"],
+        schedule="cosine",
+        warmup=0.05,
+        min_lr_ratio=0.1,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        mixture={"code": 1.0, "books": 1.0, "prose": 1.0, "short": 1.0},
+        passkey_share=PASSKEY_SHARE,
+        bf16=s["bf16"],
+        seed=seed,
+        save_every=100,
+    )
+
+
+def corpus_tokens(profile: str):
+    """(tokenizer, tokenized corpus) for ``profile`` (both cached)."""
+    corpus = data.load_corpus(profile)
+    tokenizer = models.load_tokenizer(profile, corpus)
+    return tokenizer, data.tokenize(corpus, tokenizer)
+
+
+def base_model(profile: str, name: str = "llama2", seed: int = 0):
+    """``(model, tokenizer, run_folder)``: the trained (or released) base model ``name``."""
+    check("profile", profile, PROFILES)
+    check("base model", name, tuple(BASES))
+    if profile in ("gpu", "paper"):
+        hub = BASES[name].paper_model
+        return models.load_pretrained(hub), models.load_tokenizer(profile, hub_name=hub), None
+    tokenizer, tokens = corpus_tokens(profile)
+    config = models.tiny_config(
+        SETUP[profile]["size"], len(tokenizer), window(profile), rope_base(name, profile)
+    )
+    model = models.new_model(config, seed)
+    run = train.train(
+        model,
+        tokens,
+        tokenizer,
+        recipe(profile, seed),
+        inputs=[tokens.key, tokenizer.key, f"init-{seed}"],
+        name=f"base-{name}-{profile}",
+    )
+    return train.load_run(run), tokenizer, run

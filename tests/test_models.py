@@ -1,0 +1,100 @@
+"""Models: the papers' configs on the meta device against published sizes, the RoPE swap on a
+trained model, and the gpu/paper loading path run against a local checkpoint folder."""
+
+import pytest
+import torch
+
+from lcx import models, rope
+
+# Published parameter counts (model cards / config-derived totals).
+LLAMA2_7B = 6_738_415_616
+LLAMA3_8B = 8_030_261_248
+
+
+def test_paper_models_on_meta_device_match_published_sizes():
+    l2 = models.meta_model(models.paper_config("meta-llama/Llama-2-7b-hf", "linear", factor=8.0))
+    l3 = models.meta_model(
+        models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct", "default", base=2e8)
+    )
+    assert models.count_parameters(l2) == LLAMA2_7B
+    assert models.count_parameters(l3) == LLAMA3_8B
+    assert next(l3.parameters()).device.type == "meta"
+    assert l2.config.rope_parameters == {"rope_type": "linear", "rope_theta": 1e4, "factor": 8.0}
+    assert l2.config.max_position_embeddings == 32768
+    assert l3.config.rope_parameters["rope_theta"] == 2e8
+
+
+def test_llama3_80k_qlora_trainable_parameters():
+    """LoRA r=32 on q,k,v,o of Llama-3-8B plus trained embeddings (Llama-3 80K §2), counted by hand."""
+    m = models.meta_model(models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct", base=2e8))
+    peft_model = models.add_lora(m, r=32, alpha=16, modules_to_save=["embed_tokens"])
+    h, kv, layers, r, vocab = 4096, 1024, 32, 32, 128256
+    lora = layers * (r * (h + h) + r * (h + kv) * 2 + r * (h + h))  # q, k, v, o: r x (in + out)
+    assert models.count_parameters(peft_model, trainable_only=True) == lora + vocab * h
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    config = models.tiny_config("tiny", 300, 64, 520.0)
+    model = models.new_model(config, seed=1)
+    model.save_pretrained(tmp_path / "ckpt")
+    return model, tmp_path / "ckpt"
+
+
+def test_save_load_roundtrip_identical_logits(checkpoint):
+    model, path = checkpoint
+    loaded = models.load_pretrained(str(path), attn_implementation="eager")
+    x = torch.randint(0, 300, (2, 50))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model.eval()(x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_rope_swap_keeps_weights_and_changes_only_positions(checkpoint):
+    model, path = checkpoint
+    pi = models.with_rope(model, "linear", factor=8.0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), pi.state_dict().values(), strict=True)
+    )
+    inv = pi.model.rotary_emb.inv_freq
+    torch.testing.assert_close(
+        inv.double(), rope.inv_freq(32, 520.0, "linear", 8.0), rtol=1e-6, atol=0
+    )
+    # Loading a checkpoint with a recipe (the gpu path) gives the same model as swapping after loading.
+    loaded = models.load_pretrained(
+        str(path), method="linear", factor=8.0, attn_implementation="eager"
+    )
+    x = torch.randint(0, 300, (1, 200))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, pi.eval()(x).logits, rtol=1e-5, atol=1e-5)
+        assert (model(x).logits - pi(x).logits).abs().max() > 1e-3  # positions changed
+
+
+def test_lora_on_local_checkpoint_trains_only_adapters(checkpoint):
+    _, path = checkpoint
+    m = models.add_lora(
+        models.load_pretrained(str(path)), r=4, alpha=8, modules_to_save=["embed_tokens"]
+    )
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "embed_tokens" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    x = torch.randint(0, 300, (2, 32))
+    for _ in range(3):
+        loss = m(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    changed = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert changed <= trainable and any("lora_B" in n for n in changed)
+
+
+def test_tokenizer_splits_digits(tmp_path):
+    tok = models.train_tokenizer(
+        ["The pass key is 12345. " * 50, "def f(x):\n    return x + 1\n" * 50], 300
+    )
+    ids = tok("key 98765", add_special_tokens=False)["input_ids"]
+    digits = [tok.decode([i]) for i in ids if tok.decode([i]).strip().isdigit()]
+    assert digits == list("98765")
+    tok.save_pretrained(tmp_path)
+    assert type(tok).from_pretrained(tmp_path)("12")["input_ids"] == tok("12")["input_ids"]
