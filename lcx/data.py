@@ -88,6 +88,11 @@ def _apt_download(package: str, workdir: Path) -> tuple[Path, dict]:
     proc = subprocess.run(
         ["apt-get", "download", package], cwd=workdir, capture_output=True, text=True
     )
+    if proc.returncode != 0 and "Unable to locate" in proc.stderr:  # package lists never fetched
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        proc = subprocess.run(
+            ["apt-get", "download", package], cwd=workdir, capture_output=True, text=True
+        )
     debs = sorted(workdir.glob(f"{package}_*.deb"))
     if proc.returncode != 0 or not debs:
         raise RuntimeError(f"apt-get download {package} failed: {proc.stderr.strip()[-300:]}")

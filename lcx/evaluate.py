@@ -17,13 +17,24 @@ from tqdm.auto import tqdm
 from . import tasks
 
 
-def windows(tokens, length: int, n: int, bos_id: int, domains=None) -> torch.Tensor:
+def windows(
+    tokens, length: int, n: int, bos_id: int, domains=None, min_doc_tokens: int = 0
+) -> torch.Tensor:
     """Up to ``n`` windows of ``length`` tokens (BOS + ``length - 1`` document tokens), cut as
     consecutive non-overlapping chunks of held-out documents long enough to fill one, taken
-    round-robin over documents so long documents do not crowd out the rest."""
+    round-robin over documents so long documents do not crowd out the rest.
+
+    ``min_doc_tokens``: use only documents at least this long, so that windows of different lengths
+    come from the same documents (otherwise longer windows come from a different, longer-document
+    mix and a change with length confounds context with content).
+    """
     chunks_by_doc = []
     for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
-        if (domains is None or domain in domains) and domain != "short" and len(ids) >= length - 1:
+        if (
+            (domains is None or domain in domains)
+            and domain != "short"
+            and len(ids) >= max(length - 1, min_doc_tokens)
+        ):
             k = len(ids) // (length - 1)
             chunks_by_doc.append([ids[i * (length - 1) : (i + 1) * (length - 1)] for i in range(k)])
     out = []
@@ -57,11 +68,14 @@ def perplexity_by_length(
 ) -> pd.DataFrame:
     """Perplexity per token and per byte at each context length (Together's table reports per byte).
 
-    Per byte: ``exp(total NLL / total UTF-8 bytes of the predicted tokens)``.
+    Per byte: ``exp(total NLL / total UTF-8 bytes of the predicted tokens)``. Every length is cut
+    from the same held-out documents: those long enough for the longest length.
     """
-    rows = []
+    rows, longest = [], max(lengths)
     for length in lengths:
-        w = windows(tokens, length, n_windows, tokenizer.bos_token_id, domains)
+        w = windows(
+            tokens, length, n_windows, tokenizer.bos_token_id, domains, min_doc_tokens=longest - 1
+        )
         nll = token_nll(model, w, batch_size, desc=f"ppl @ {length}")
         per_seq = nll.mean(1)
         n_bytes = sum(len(tokenizer.decode(seq[1:]).encode()) for seq in w.tolist())

@@ -51,6 +51,9 @@ def test_windows_are_disjoint_chunks_of_held_out_documents(tiny):
     ]
     expected = sum(len(ids) // 99 for ids in docs if len(ids) >= 99)
     assert len(w) == expected
+    # Shorter windows from the same (long) documents as the longest length:
+    same = evaluate.windows(tokens["test"], 64, 1000, tok.bos_token_id, min_doc_tokens=500)
+    assert len(same) == sum(len(ids) // 63 for ids in docs if len(ids) >= 500)
     with pytest.raises(ValueError, match="no held-out document"):
         evaluate.windows(tokens["test"], 10**7, 1, tok.bos_token_id)
 
