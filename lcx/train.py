@@ -15,7 +15,9 @@ to a work folder keyed the same way, so a run killed mid-way resumes from its la
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -54,6 +56,13 @@ class Recipe:
     gradient_checkpointing: bool = False
     seed: int = 0
     save_every: int = 50  # steps between checkpoints (resume granularity)
+    # A stage of a longer schedule (length curriculum): the LR follows a schedule of
+    # `schedule_steps` steps from step `schedule_start` instead of one spanning this stage only.
+    schedule_steps: int | None = None
+    schedule_start: int = 0
+    # LoRA through peft, e.g. {"r": 32, "alpha": 16, "modules_to_save": ["embed_tokens"]} (Llama-3
+    # 80K); the saved model has the adapters merged.
+    lora: dict | None = None
 
     @property
     def steps(self) -> int:
@@ -160,8 +169,42 @@ def _passkey_row(tokenizer, recipe: Recipe, rng: random.Random, seed: int) -> di
 # --- the trainer -----------------------------------------------------------------------------------
 
 
+def lr_factor(step: int, recipe: Recipe) -> float:
+    """The LR multiplier at ``step`` of the recipe's schedule (warm-up, then cosine/linear/constant)."""
+    total = recipe.schedule_steps or recipe.steps
+    warm = math.ceil(recipe.warmup * total) if recipe.warmup < 1 else int(recipe.warmup)
+    if step < warm:
+        return step / warm  # as transformers: 0 at step 0
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    if recipe.schedule == "cosine":
+        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
+    if recipe.schedule == "linear":
+        return 1 - progress
+    return 1.0
+
+
 class LcxTrainer(Trainer):
-    """``Trainer`` with a token-averaged, weighted loss and packed inputs kept apart (no KV cache)."""
+    """``Trainer`` with a token-averaged, weighted loss and packed inputs kept apart (no KV cache).
+
+    For a stage of a longer schedule (``recipe.schedule_steps``) the LR follows that schedule from
+    ``recipe.schedule_start``, so a length curriculum keeps one LR curve across its stages.
+    """
+
+    def __init__(self, *args, recipe: Recipe | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recipe = recipe
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.recipe is None or self.recipe.schedule_steps is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            start, recipe = self.recipe.schedule_start, self.recipe
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, lambda step: lr_factor(start + step, recipe)
+            )
+        return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
@@ -220,13 +263,21 @@ def _collate(rows: list[dict]) -> dict:
 
 
 def train(
-    model: LlamaForCausalLM, tokens, tokenizer, recipe: Recipe, inputs: list[str], name: str = "run"
+    model: LlamaForCausalLM,
+    tokens,
+    tokenizer,
+    recipe: Recipe,
+    inputs: list[str],
+    name: str = "run",
+    rows: list[dict] | None = None,
 ):
     """Train ``model`` by ``recipe`` on ``tokens`` (from :func:`lcx.data.tokenize`), cached.
 
-    ``inputs``: the cache keys this run depends on (tokens, tokenizer, initial model). Returns the
-    run folder: ``model/`` (``save_pretrained``), ``recipe.json`` and ``log.json`` (loss per step).
-    A run interrupted at any point resumes from its last checkpoint when called again.
+    ``inputs``: the cache keys this run depends on (tokens, tokenizer, initial model). ``rows``:
+    ready-made training rows (e.g. :func:`sft_rows`) used instead of packing ``tokens``; their
+    content is part of the cache key. Returns the run folder: ``model/`` (``save_pretrained``, LoRA
+    merged), ``recipe.json`` and ``log.json`` (loss per step). A run interrupted at any point
+    resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
     config = {
@@ -235,32 +286,127 @@ def train(
         "name": name,
         "version": 1,
     }
+    if rows is not None:
+        config["rows"] = rows_key(rows)
     work = cache.cache_root() / "work" / f"{name}-{cache.key('run', config, inputs)}"
 
     def build(folder: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        rows = packed_rows(
-            tokens["train"] if "train" in tokens else tokens,
-            recipe,
-            tokenizer.bos_token_id,
-            recipe.steps * recipe.rows_per_step,
-            tokenizer,
+        n_rows = recipe.steps * recipe.rows_per_step
+        data = (
+            rows[:n_rows]
+            if rows is not None
+            else packed_rows(
+                tokens["train"] if "train" in tokens else tokens,
+                recipe,
+                tokenizer.bos_token_id,
+                n_rows,
+                tokenizer,
+            )
         )
         model.config.use_cache = False
+        net = model
+        if recipe.lora:
+            from .models import add_lora
+
+            net = add_lora(model, **recipe.lora)
         trainer = LcxTrainer(
-            model=model,
+            model=net,
             args=training_arguments(recipe, work),
-            train_dataset=rows,
+            train_dataset=data,
             data_collator=_collate,
+            recipe=recipe,
         )
         trainer.train(resume_from_checkpoint=last_checkpoint(work))
-        model.save_pretrained(folder / "model")
+        (net.merge_and_unload() if recipe.lora else net).save_pretrained(folder / "model")
         log = [e for e in trainer.state.log_history if "loss" in e]
         (folder / "log.json").write_text(json.dumps(log))
         (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
         shutil.rmtree(work, ignore_errors=True)
 
     return cache.cached("run", config, build, inputs=inputs)
+
+
+def curriculum(
+    model,
+    tokens,
+    tokenizer,
+    recipe: Recipe,
+    short_seq_len: int,
+    switch_at: float,
+    rope_change: dict,
+    inputs: list[str],
+    name: str = "curriculum",
+):
+    """Llama 2 Long §4.4 (Tables 10/11): train at ``short_seq_len`` for the first ``switch_at`` of
+    ``recipe.tokens``, then switch to ``recipe.seq_len`` and the RoPE in ``rope_change`` (kwargs of
+    :func:`lcx.models.with_rope`) for the rest, on one LR schedule and the same token budget.
+    Returns the run folder of the second stage.
+    """
+    from .models import with_rope
+
+    if not 0 < switch_at < 1:
+        raise ValueError(f"switch_at={switch_at!r} must be in (0, 1)")
+    total = recipe.steps
+    first_steps = max(1, round(switch_at * total))
+    short = dataclasses.replace(
+        recipe,
+        seq_len=short_seq_len,
+        tokens=first_steps * recipe.batch_tokens,
+        schedule_steps=total,
+        schedule_start=0,
+    )
+    long = dataclasses.replace(
+        recipe,
+        tokens=(total - first_steps) * recipe.batch_tokens,
+        schedule_steps=total,
+        schedule_start=first_steps,
+    )
+    run1 = train(model, tokens, tokenizer, short, inputs, name=f"{name}-short")
+    switched = with_rope(load_run(run1), **rope_change)
+    return train(switched, tokens, tokenizer, long, [*inputs, run1.name], name=f"{name}-long")
+
+
+def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) -> list[dict]:
+    """Instruction-tuning rows: (prompt ids, response ids) pairs packed into ``seq_len`` rows with
+    document masking; the loss is on responses only, or on inputs too (Llama 2 Long Table 9).
+    Examples longer than ``seq_len`` are dropped."""
+    rows, ids, pos, labels, weights = [], [], [], [], []
+
+    def flush():
+        pad = seq_len - len(ids)
+        rows.append(
+            {
+                "input_ids": torch.tensor(ids + [pad_id] * pad),
+                "position_ids": torch.tensor(pos + list(range(pad))),
+                "labels": torch.tensor(labels + [IGNORE] * pad),
+                "loss_weights": torch.tensor(weights + [0.0] * pad),
+            }
+        )
+
+    for prompt, response in examples:
+        n = len(prompt) + len(response)
+        if n > seq_len:
+            continue
+        if len(ids) + n > seq_len:
+            flush()
+            ids, pos, labels, weights = [], [], [], []
+        ids += [*prompt, *response]
+        pos += list(range(n))
+        labels += [IGNORE, *prompt[1:], *response]  # a document's first token is never a target
+        weights += [1.0 if loss_on_inputs else 0.0] * len(prompt) + [1.0] * len(response)
+    if ids:
+        flush()
+    return rows
+
+
+def rows_key(rows: list[dict]) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        for k in sorted(row):
+            h.update(k.encode())
+            h.update(row[k].numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors")

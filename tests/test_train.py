@@ -116,3 +116,92 @@ def test_packed_rows_respect_documents_and_mixture(monkeypatch, tmp_path):
             1,
             tok,
         )
+
+
+@pytest.fixture
+def tiny_setup(monkeypatch, tmp_path):
+    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
+    c = data.load_corpus("tiny")
+    tok = models.load_tokenizer("tiny", c)
+    return tok, data.tokenize(c, tok)
+
+
+def test_lr_schedule_matches_transformers_and_continues_across_curriculum_stages(tiny_setup):
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    tok, t = tiny_setup
+    recipe = train.Recipe(
+        seq_len=128,
+        tokens=128 * 4 * 40,
+        batch_tokens=128 * 4,
+        lr=1e-3,
+        warmup=0.1,
+        min_lr_ratio=0.1,
+        save_every=1000,
+    )
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ref = get_cosine_with_min_lr_schedule_with_warmup(opt, 4, 40, min_lr_rate=0.1)
+    expected = []
+    for _ in range(40):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    ours = [1e-3 * train.lr_factor(s, recipe) for s in range(40)]
+    assert ours == pytest.approx(expected, rel=1e-9)
+
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    run = train.curriculum(
+        model,
+        t,
+        tok,
+        recipe,
+        short_seq_len=64,
+        switch_at=0.5,
+        rope_change={"method": "default", "base": 248.0 * 50},
+        inputs=[t.key, tok.key, "init-0"],
+    )
+    long_model = train.load_run(run)
+    assert long_model.config.rope_parameters["rope_theta"] == pytest.approx(248.0 * 50)
+    lrs = {e["step"]: e["learning_rate"] for e in train.loss_log(run)}
+    for step, lr in lrs.items():  # stage-2 step k is step 20 + k of the one schedule
+        assert lr == pytest.approx(expected[20 + step - 1], rel=1e-6)
+
+
+def test_sft_rows_mask_prompts_unless_asked():
+    examples = [([1, 5, 6, 7], [8, 9]), ([1, 3], [4, 4, 4]), ([1] * 30, [2] * 30)]
+    rows = train.sft_rows(examples, seq_len=12, pad_id=0)
+    assert len(rows) == 1  # the third example is too long and dropped; the first two share a row
+    r = rows[0]
+    assert r["input_ids"][:11].tolist() == [1, 5, 6, 7, 8, 9, 1, 3, 4, 4, 4]
+    assert r["position_ids"][:11].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
+    assert r["loss_weights"][:11].tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1]
+    assert (
+        r["labels"][0] == train.IGNORE
+        and r["labels"][6] == train.IGNORE
+        and r["labels"][11] == train.IGNORE
+    )
+    with_inputs = train.sft_rows(examples, seq_len=12, pad_id=0, loss_on_inputs=True)[0]
+    assert with_inputs["loss_weights"][:11].tolist() == [1.0] * 11
+
+
+def test_lora_run_changes_only_adapted_weights(tiny_setup):
+    tok, t = tiny_setup
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = train.Recipe(
+        seq_len=128,
+        tokens=128 * 4 * 10,
+        batch_tokens=128 * 4,
+        lr=1e-2,
+        save_every=1000,
+        lora={"r": 4, "alpha": 8, "modules_to_save": ["embed_tokens"]},
+    )
+    run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="lora")
+    after = train.load_run(run).state_dict()
+    assert set(after) == set(before)  # merged: a plain Llama checkpoint
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        any(p in k for p in ("q_proj", "k_proj", "v_proj", "o_proj", "embed_tokens"))
+        for k in changed
+    )
+    assert any("q_proj" in k for k in changed) and "model.embed_tokens.weight" in changed
