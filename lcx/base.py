@@ -41,7 +41,7 @@ SETUP = {
     ),
     "cpu": dict(size="small", window=256, tokens=2_500_000, batch_tokens=8192, lr=3e-3, bf16=True),
 }
-PASSKEY_SHARE = 0.2  # passkey-format rows in pretraining: tiny models learn the probe only this way
+PASSKEY_SHARE = 0.5  # passkey-format rows in pretraining: tiny models learn the probe only this way
 
 
 def window(profile: str) -> int:
