@@ -154,14 +154,16 @@ def passkey_grid(
 
     Each answer token is correct when it is the model's argmax given the prompt and the answer's
     earlier tokens; an example is an exact match when all are (which is what greedy decoding would
-    produce). Chance per digit is 0.1.
+    produce). Chance per digit is 0.1. ``near_copy`` is a diagnostic from the same forward pass:
+    per-digit accuracy on the key's second occurrence inside the needle ("... {key}. Remember it.
+    {key} is ..."), a copy over a few tokens, against which the answer's long-range copy compares.
     """
     model.eval()
     rows = []
     for length in tqdm(lengths, desc="passkey", leave=False):
         for depth in depths:
             exs = [tasks.passkey(tokenizer, length, depth, seed=seed + i) for i in range(n)]
-            correct = []
+            correct, near = [], []
             for i in range(0, n, batch_size):
                 chunk = exs[i : i + batch_size]
                 seqs = [e.prompt_ids + e.answer_ids for e in chunk]
@@ -177,6 +179,13 @@ def passkey_grid(
                         if tokenizer.decode([t]).strip().isdigit()
                     ]
                     correct.append([guess[j] == e.answer_ids[j] for j in digits])
+                    key = [e.answer_ids[j] for j in digits]
+                    hits = [
+                        k for k in range(start - len(key)) if e.prompt_ids[k : k + len(key)] == key
+                    ]
+                    if len(hits) >= 2:  # the copy inside the needle
+                        p = pred[row, hits[1] - 1 : hits[1] - 1 + len(key)].tolist()
+                        near.append(np.mean([a == b for a, b in zip(p, key, strict=True)]))
             per_digit = np.array([np.mean(c) for c in correct])
             exact = np.array([all(c) for c in correct], dtype=float)
             rows.append(
@@ -187,6 +196,7 @@ def passkey_grid(
                     "exact": exact.mean(),
                     "per_digit": per_digit.mean(),
                     "per_digit_se": per_digit.std(ddof=1) / math.sqrt(n),
+                    "near_copy": float(np.mean(near)) if near else float("nan"),
                 }
             )
     return pd.DataFrame(rows)

@@ -87,6 +87,10 @@ def test_passkey_grid_scores_answers(tiny):
         Oracle(len(tok), 1), tok, [150, 300], [0.0, 0.5], n=3, batch_size=2
     )
     wrong = evaluate.passkey_grid(Oracle(len(tok), 0), tok, [150], [0.5], n=3)
-    assert (right["exact"] == 1).all() and (right["per_digit"] == 1).all()
+    assert (
+        (right["exact"] == 1).all()
+        and (right["per_digit"] == 1).all()
+        and (right["near_copy"] == 1).all()
+    )
     assert (wrong["exact"] == 0).all()
     assert list(right["length"]) == [150, 150, 300, 300]
