@@ -84,3 +84,22 @@ def test_pick(monkeypatch):
     if "flash_attention_2" not in attention.available():
         with pytest.raises(RuntimeError, match="not available"):
             attention.pick("flash_attention_2")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_packed_batch_rows_with_different_boundaries(impl):
+    """Training batches hold several packed rows, each with its own document boundaries."""
+    m = model(impl)
+    rows = [[5, 11], [9, 7]]
+    docs = [[torch.randint(0, 101, (n,)) for n in lengths] for lengths in rows]
+    x = torch.stack([torch.cat(d) for d in docs])
+    pos = torch.stack([attention.position_ids(lengths) for lengths in rows])
+    with torch.no_grad():
+        out = m(**attention.packed_inputs(x, pos)).logits
+        for b, row_docs in enumerate(docs):
+            start = 0
+            for d in row_docs:
+                torch.testing.assert_close(
+                    out[b, start : start + len(d)], m(d[None]).logits[0], atol=2e-5, rtol=1e-4
+                )
+                start += len(d)
