@@ -75,3 +75,42 @@ def test_bad_profile_fails_before_any_work(path, tmp_path):
     )
     assert failed <= 2, f"the bad profile was only caught in code cell {failed}"
     assert not (tmp_path / "results" / "bogus").exists()
+
+
+def test_chapter_metrics_are_reproducible_bit_for_bit(tmp_path):
+    """Same seed, same machine: two cold runs of a training chapter give identical metrics."""
+    path = ROOT / "notebooks" / "02_base_model.ipynb"
+    metrics = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        env = {
+            **os.environ,
+            "LCX_CACHE": str(tmp_path / run / "cache"),
+            "LCX_RESULTS": str(tmp_path / run / "res"),
+        }
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "papermill",
+                str(path),
+                str(tmp_path / run / "out.ipynb"),
+                "-p",
+                "profile",
+                "tiny",
+                "--cwd",
+                str(path.parent),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        metrics.append(
+            json.loads(
+                (tmp_path / run / "res" / "tiny" / "02_base_model" / "metrics.json").read_text()
+            )
+        )
+    assert metrics[0] == metrics[1]
+    assert metrics[0]["perplexity"]["llama2"]  # real numbers were produced
