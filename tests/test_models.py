@@ -132,6 +132,8 @@ def test_qlora_gradients_match_a_dequantized_fp32_reference(checkpoint):
     assert loss_q.item() == pytest.approx(loss_ref.item(), rel=1e-5)
     lora = [n for n in q_params if "lora_" in n]
     assert lora
-    for n in lora:  # the 4-bit kernels reduce in another order: compare at 1% of the gradient's norm
+    # The 4-bit kernels reduce in another order: compare at 1% of the gradient's norm (against the
+    # original, non-quantized weights the gradients differ by ~19%, so this still tells them apart).
+    for n in lora:
         g, g_ref = q_params[n].grad, ref_params[n].grad
         assert (g - g_ref).norm() <= 1e-2 * g_ref.norm(), n

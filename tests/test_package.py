@@ -7,7 +7,8 @@ from pathlib import Path
 import lcx
 
 MODULES = sorted(p.stem for p in Path(lcx.__file__).parent.glob("*.py") if p.stem != "__init__")
-GPU_ONLY = ("flash_attn", "unsloth", "triton")  # bitsandbytes runs on CPU (and transformers imports it)
+# bitsandbytes is not here: it runs on CPU, and transformers imports it whenever it is installed.
+GPU_ONLY = ("flash_attn", "unsloth", "triton")
 
 
 def test_importing_lcx_pulls_no_gpu_only_package():
