@@ -77,7 +77,7 @@ def train_throughput(
             model=model,
             args=args,
             train_dataset=rows,
-            data_collator=train._collate,
+            data_collator=train.collate,
             callbacks=[Clock()],
         )
         trainer.train()

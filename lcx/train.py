@@ -258,7 +258,8 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     )
 
 
-def _collate(rows: list[dict]) -> dict:
+def collate(rows: list[dict]) -> dict:
+    """Stack training rows (equal-length tensors) into a batch."""
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -314,7 +315,7 @@ def train(
             model=net,
             args=training_arguments(recipe, work),
             train_dataset=data,
-            data_collator=_collate,
+            data_collator=collate,
             recipe=recipe,
         )
         trainer.train(resume_from_checkpoint=last_checkpoint(work))

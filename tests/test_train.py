@@ -82,11 +82,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_packed_rows_respect_documents_and_mixture(monkeypatch, tmp_path):
-    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
-    c = data.load_corpus("tiny")
-    tok = models.load_tokenizer("tiny", c)
-    t = data.tokenize(c, tok)
+def test_packed_rows_respect_documents_and_mixture(tiny_setup):
+    tok, t = tiny_setup
     recipe = train.Recipe(
         seq_len=128,
         tokens=1,
