@@ -27,9 +27,8 @@ import traceback
 
 import pandas as pd
 import torch
-from transformers import TrainerCallback
 
-from . import attention, budget, data, models, train
+from . import attention, budget, models
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -59,6 +58,10 @@ def train_throughput(
     batch_tokens: int = 8192,
 ) -> float:
     """Tokens/s of ``steps`` optimizer steps after two warm-up steps, through ``LcxTrainer``."""
+    from transformers import TrainerCallback
+
+    from . import train  # here: the attention children import this module and never train
+
     torch.set_flush_denormal(True)
     config = models.tiny_config(size, len(tokenizer), 256, 520.0)
     model = models.new_model(config)
@@ -239,10 +242,21 @@ def _measuring_context():
     ``if __name__ == "__main__":`` guard."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        # Not lcx.bench itself: under ``python -m lcx.bench`` each child re-runs it as __mp_main__.
-        ctx.set_forkserver_preload(["lcx.attention", "lcx.data", "lcx.models", "lcx.train"])
+        # Not lcx.bench itself: under ``python -m lcx.bench`` the server also runs it as __mp_main__.
+        ctx.set_forkserver_preload(["pandas", "lcx.attention", "lcx.budget", "lcx.models"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def start_measuring() -> None:
+    """Start the process that measuring children are forked from, without waiting for it.
+
+    Optional: :func:`attention_step` starts it when first needed. Calling this early (say, before
+    a chapter trains) lets its few seconds of imports overlap other work."""
+    import multiprocessing.forkserver
+
+    if _measuring_context().get_start_method() == "forkserver":
+        multiprocessing.forkserver.ensure_running()
 
 
 def _measure_in_child(kwargs: dict) -> dict:
@@ -426,6 +440,8 @@ def main(argv=None) -> None:
             )
             print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"), flush=True)
         return
+    from . import data
+
     args.multiples = args.multiples or [1, 4, 8]
     args.steps = args.steps or 12
     corpus = data.load_corpus("cpu")
