@@ -11,10 +11,12 @@ config and loads the weights strictly.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.models.llama import modeling_llama
 
 from . import attention, cache, rope
 
@@ -171,17 +173,120 @@ def tiny_config(
 
 def new_model(config: LlamaConfig, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return install_xpos(LlamaForCausalLM(config))
 
 
 def with_rope(
-    model: LlamaForCausalLM, method: str, base: float | None = None, factor: float = 1.0, **kw
+    model: LlamaForCausalLM,
+    method: str,
+    base: float | None = None,
+    factor: float = 1.0,
+    xpos: dict | None = None,
+    **kw,
 ):
-    """A copy of ``model`` using RoPE ``method`` (see :func:`lcx.rope.apply_rope`), weights loaded strictly."""
+    """A copy of ``model`` using RoPE ``method`` (see :func:`lcx.rope.apply_rope`), weights loaded
+    strictly; ``xpos`` (keyword arguments of :func:`xpos_settings`) adds xPos's decay on top."""
     config = rope.apply_rope(model.config, method, base=base, factor=factor, **kw)
-    new = LlamaForCausalLM(config).to(dtype=model.dtype)
+    config.xpos = xpos_settings(**xpos) if xpos is not None else None
+    new = install_xpos(LlamaForCausalLM(config)).to(dtype=model.dtype)
     new.load_state_dict(model.state_dict(), strict=True)
     return new
+
+
+# --- xPos (Sun et al., 2022), as Llama 2 Long's xPos-ABF variant uses it ---------------------------
+
+# exp(80) ~ 5.5e34: the largest per-dimension scale a query or key may carry (bf16 and fp32 both
+# stop at ~3.4e38, and a scaled query times an unscaled logit must stay finite).
+XPOS_MAX_LOG_SCALE = 80.0
+
+
+def xpos_settings(scale_base: float, center: int, gamma: float = 0.4) -> dict:
+    """xPos's parameters as they are stored in a model config (``config.xpos``).
+
+    Queries at position n are scaled by ``zeta ** ((n - center) / scale_base)`` per rotation pair
+    and keys at m by the inverse (:func:`lcx.rope.xpos_scale`), so their product decays as
+    ``zeta ** ((n - m) / scale_base)``; ``center`` only keeps each factor finite (torchscale
+    centres on the sequence too) and leaves every score unchanged. xPos's defaults are
+    ``scale_base=512, gamma=0.4`` at a ~2-4K window.
+    """
+    if scale_base <= 0 or not 0 < gamma:
+        raise ValueError(f"xPos needs scale_base > 0 and gamma > 0, got {scale_base}, {gamma}")
+    return {"scale_base": float(scale_base), "center": int(center), "gamma": float(gamma)}
+
+
+def xpos_max_distance(settings: dict, head_dim: int) -> int:
+    """How far from ``center`` a position may be before a scale would pass
+    :data:`XPOS_MAX_LOG_SCALE` (the smallest decay rate sets the limit)."""
+    zeta_min = float(rope.xpos_zeta(head_dim, settings["gamma"]).min())
+    return int(XPOS_MAX_LOG_SCALE * settings["scale_base"] / -math.log(zeta_min))
+
+
+class XPosLlamaAttention(modeling_llama.LlamaAttention):
+    """transformers' ``LlamaAttention`` with xPos: after RoPE, queries are scaled by
+    ``zeta ** ((n - c) / scale_base)`` and keys by the inverse, before the KV cache stores them, so
+    cached decoding and packed documents (``position_ids`` restarting at 0) see the same scores as
+    one full forward. Everything else is the parent's code path (any attention implementation)."""
+
+    def forward(
+        self,
+        hidden_states,
+        position_embeddings=None,
+        attention_mask=None,
+        past_key_values=None,
+        **kwargs,
+    ):
+        settings = self.config.xpos
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        cos, sin = position_embeddings
+        query, key = modeling_llama.apply_rotary_pos_emb(query, key, cos, sin)
+
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            raise ValueError("xPos needs position_ids (LlamaModel passes them to every layer)")
+        offset = positions.to(torch.float32) - settings["center"]
+        limit = xpos_max_distance(settings, self.head_dim)
+        if offset.abs().max() > limit:
+            raise ValueError(
+                f"xPos with scale_base={settings['scale_base']} and center={settings['center']} "
+                f"keeps scales finite for positions within {limit} of the center; got position "
+                f"{int(positions.max())} (raise scale_base or move the center)"
+            )
+        log_zeta = rope.xpos_zeta(self.head_dim, settings["gamma"]).log().to(torch.float32)
+        log_scale = offset[..., None] / settings["scale_base"] * log_zeta.to(offset.device)
+        scale = torch.cat([log_scale, log_scale], -1).exp()[:, None]  # (batch, 1, seq, head_dim)
+        query = query * scale.to(query.dtype)
+        key = key / scale.to(key.dtype)
+
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+        interface = modeling_llama.ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, modeling_llama.eager_attention_forward
+        )
+        output, weights = interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(output.reshape(*input_shape, -1).contiguous()), weights
+
+
+def install_xpos(model):
+    """Turn every attention layer of ``model`` into :class:`XPosLlamaAttention` when its config
+    carries ``xpos`` settings (weights untouched); a model without them is returned as it is."""
+    if getattr(model.config, "xpos", None):
+        for layer in model.model.layers:
+            if type(layer.self_attn) is modeling_llama.LlamaAttention:
+                layer.self_attn.__class__ = XPosLlamaAttention
+    return model
 
 
 def paper_config(
@@ -240,12 +345,16 @@ def quantize_nf4(model, compute_dtype=torch.float32):
 
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        return LlamaForCausalLM.from_pretrained(
-            tmp,
-            attn_implementation=model.config._attn_implementation,
-            quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
-            ),
+        return install_xpos(
+            LlamaForCausalLM.from_pretrained(
+                tmp,
+                attn_implementation=model.config._attn_implementation,
+                quantization_config=BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_compute_dtype=compute_dtype,
+                ),
+            )
         )
 
 

@@ -509,7 +509,9 @@ def last_checkpoint(work: Path) -> str | None:
 
 
 def load_run(folder: Path, **kw) -> LlamaForCausalLM:
-    return LlamaForCausalLM.from_pretrained(Path(folder) / "model", **kw)
+    from .models import install_xpos
+
+    return install_xpos(LlamaForCausalLM.from_pretrained(Path(folder) / "model", **kw))
 
 
 def loss_log(folder: Path) -> list[dict]:

@@ -3,8 +3,9 @@ trained model, and the gpu/paper loading path run against a local checkpoint fol
 
 import pytest
 import torch
+from transformers.models.llama import modeling_llama
 
-from lcx import models, rope
+from lcx import attention, models, rope
 
 # Published parameter counts (model cards / config-derived totals).
 LLAMA2_7B = 6_738_415_616
@@ -137,3 +138,89 @@ def test_qlora_gradients_match_a_dequantized_fp32_reference(checkpoint):
     for n in lora:
         g, g_ref = q_params[n].grad, ref_params[n].grad
         assert (g - g_ref).norm() <= 1e-2 * g_ref.norm(), n
+
+
+# --- xPos (Llama 2 Long's xPos-ABF) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def xpos_model(checkpoint):
+    model, _ = checkpoint
+    settings = {"scale_base": 16.0, "center": 100}
+    return models.with_rope(model, "default", base=26000.0, xpos=settings).eval()
+
+
+def test_xpos_scores_match_the_rotate_then_scale_reference(xpos_model):
+    """Layer 0's attention scores against lcx.rope.apply_rotary's uncentred xPos (tested against
+    torchscale's formula in test_rope): queries and keys captured where attention receives them."""
+    seen = {}
+    layer = xpos_model.model.layers[0]
+    layer.register_forward_pre_hook(lambda mod, args: seen.update(h=args[0]))
+    captured = {}
+
+    def capture(module, query, key, value, mask, **kw):
+        if module.layer_idx == 0:
+            captured.update(q=query, k=key)
+        return modeling_llama.eager_attention_forward(module, query, key, value, mask, **kw)
+
+    modeling_llama.ALL_ATTENTION_FUNCTIONS["lcx_capture"] = capture
+    try:
+        xpos_model.config._attn_implementation = "lcx_capture"
+        x = torch.randint(0, 300, (1, 60))
+        with torch.no_grad():
+            xpos_model(x)
+    finally:
+        xpos_model.config._attn_implementation = "eager"
+        del modeling_llama.ALL_ATTENTION_FUNCTIONS["lcx_capture"]
+    attn = layer.self_attn
+    with torch.no_grad():
+        h = layer.input_layernorm(seen["h"])[0].double()
+        q = (h @ attn.q_proj.weight.double().T).view(60, -1, 32).transpose(0, 1)
+        k = (h @ attn.k_proj.weight.double().T).view(60, -1, 32).transpose(0, 1)
+    theta = rope.inv_freq(32, 26000.0)
+    pos = torch.arange(60)
+    q_ref = rope.apply_rotary(q, pos, theta, xpos_scale_base=16.0)
+    k_ref = rope.apply_rotary(k, pos, theta, xpos_scale_base=16.0, key=True)
+    ours = captured["q"][0].double() @ captured["k"][0].double().transpose(-1, -2)
+    torch.testing.assert_close(ours, q_ref @ k_ref.transpose(-1, -2), rtol=1e-4, atol=1e-4)
+    # and it is not plain RoPE: the decay changes the far scores
+    plain = rope.apply_rotary(q, pos, theta) @ rope.apply_rotary(k, pos, theta).transpose(-1, -2)
+    assert (ours - plain).abs().max() > 1e-3
+
+
+def test_xpos_cached_decoding_and_packing_match_one_forward(xpos_model):
+    x = torch.randint(0, 300, (1, 48))
+    with torch.no_grad():
+        full = xpos_model(x, use_cache=False).logits
+        first = xpos_model(x[:, :40], use_cache=True)
+        cache = first.past_key_values
+        steps = [first.logits]
+        for t in range(40, 48):
+            out = xpos_model(x[:, t : t + 1], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            steps.append(out.logits)
+        torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+        # two documents packed with position ids restarting = each document alone
+        a, b = torch.randint(0, 300, (1, 20)), torch.randint(0, 300, (1, 28))
+        pos = torch.cat([torch.arange(20), torch.arange(28)])[None]
+        packed = xpos_model(**attention.packed_inputs(torch.cat([a, b], 1), pos)).logits
+        alone = torch.cat([xpos_model(a).logits, xpos_model(b).logits], 1)
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_xpos_survives_save_and_load_and_refuses_positions_it_cannot_scale(xpos_model, tmp_path):
+    from lcx import train
+
+    xpos_model.save_pretrained(tmp_path / "model")
+    loaded = train.load_run(tmp_path).eval()
+    assert type(loaded.model.layers[0].self_attn) is models.XPosLlamaAttention
+    x = torch.randint(0, 300, (1, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, xpos_model(x).logits)
+    limit = models.xpos_max_distance(xpos_model.config.xpos, 32)
+    far = torch.arange(100 + limit + 1, 100 + limit + 11)[None]
+    with pytest.raises(ValueError, match="keeps scales finite"), torch.no_grad():
+        xpos_model(input_ids=x[:, :10], position_ids=far)
+    # a model without xPos settings is left as it is
+    plain = models.with_rope(xpos_model, "default", base=520.0)
+    assert type(plain.model.layers[0].self_attn) is modeling_llama.LlamaAttention
