@@ -187,7 +187,10 @@ def with_rope(
     """A copy of ``model`` using RoPE ``method`` (see :func:`lcx.rope.apply_rope`), weights loaded
     strictly; ``xpos`` (keyword arguments of :func:`xpos_settings`) adds xPos's decay on top."""
     config = rope.apply_rope(model.config, method, base=base, factor=factor, **kw)
-    config.xpos = xpos_settings(**xpos) if xpos is not None else None
+    if xpos is not None:
+        config.xpos = xpos_settings(**xpos)
+    elif hasattr(config, "xpos"):  # plain RoPE from an xPos model (configs without it keep
+        del config.xpos  # their old cache keys)
     new = install_xpos(LlamaForCausalLM(config)).to(dtype=model.dtype)
     new.load_state_dict(model.state_dict(), strict=True)
     return new
@@ -195,9 +198,9 @@ def with_rope(
 
 # --- xPos (Sun et al., 2022), as Llama 2 Long's xPos-ABF variant uses it ---------------------------
 
-# exp(80) ~ 5.5e34: the largest per-dimension scale a query or key may carry (bf16 and fp32 both
-# stop at ~3.4e38, and a scaled query times an unscaled logit must stay finite).
-XPOS_MAX_LOG_SCALE = 80.0
+# exp(82) ~ 4e35: the largest per-dimension scale a query or key may carry. bf16 and fp32 both stop
+# at ~3.4e38, which leaves ~1000x for the unscaled values themselves.
+XPOS_MAX_LOG_SCALE = 82.0
 
 
 def xpos_settings(scale_base: float, center: int, gamma: float = 0.4) -> dict:
@@ -277,6 +280,13 @@ class XPosLlamaAttention(modeling_llama.LlamaAttention):
             **kwargs,
         )
         return self.o_proj(output.reshape(*input_shape, -1).contiguous()), weights
+
+
+def set_xpos_center(model, center: int):
+    """Move an xPos model's centre (every score stays the same; only which positions keep finite
+    scales changes: within :func:`xpos_max_distance` of it). Returns the model."""
+    model.config.xpos = {**model.config.xpos, "center": int(center)}
+    return model
 
 
 def install_xpos(model):

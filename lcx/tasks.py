@@ -463,6 +463,77 @@ def doc_qa(tokenizer, length, depth, seed, split="test", pool=None) -> Example:
     return _example(tokenizer, [], body, tail, value, meta)
 
 
+# Llama 2 Long App. D, Fig. 11: the long QA templates (normal and short answer).
+SELF_INSTRUCT_HEAD = (
+    "[INST] You are given a long text (delimited by triple quotes) and a question.\n"
+    'Read the text and answer the question in the end{short}.\n"""\n'
+)
+SELF_INSTRUCT_SHORT = (
+    " as concisely as you can,\nusing a single phrase or sentence if possible. "
+    "Do not provide any explanation"
+)
+
+
+def self_instruct(tokenizer, length, depth, seed, split="test", pool=None) -> Example:
+    """Llama 2 Long's self-instruct long QA (§4.3, App. D): a question-answer pair written from one
+    chunk of a long document, asked with the whole document as context in App. D's templates.
+
+    The paper has Llama 2 Chat write the pair; here a program writes it from a sentence of the
+    chunk at ``depth`` (the nearest one-line sentence of 7-30 words that fits): the normal-answer question asks how the
+    sentence that begins with its first four words goes on, the short-answer one for the
+    sentence's last word. Which of the two is chosen at random, as in the paper. Scored with token
+    F1 (the paper's QA metrics)."""
+    rng = _rng(seed, split)
+    pool = _pool(pool, "self_instruct")
+    short = rng.random() < 0.5
+    head = _enc(tokenizer, SELF_INSTRUCT_HEAD.format(short=SELF_INSTRUCT_SHORT if short else ""))
+    budget = length - 1 - len(head) - 48  # the question and answer take ~30-80 tokens
+    if budget < 24:
+        raise ValueError(f"length {length} is too short for self_instruct")
+
+    def qa(words):
+        opening = " ".join(words[:4])
+        if short:
+            q = f'What is the last word of the sentence that begins "{opening}"?'
+            return q, words[-1].strip(".,;:!?\"')(")
+        return f'How does the sentence that begins "{opening}" go on?', " ".join(words[4:])
+
+    for _ in range(100):
+        body = pool.span(budget, rng)
+        bounds = [0] + [i + 1 for i, t in enumerate(body) if t in pool.enders]
+        cands = []
+        for a, b in itertools.pairwise(bounds):
+            text = tokenizer.decode(body[a:b]).strip()
+            words = text.split()
+            if (
+                b - a <= 100
+                and "\n" not in text
+                and 7 <= len(words) <= 30
+                and text[:1].isupper()
+                and text.startswith(" ".join(words[:4]))  # single spaces: quotable as is
+            ):
+                cands.append((abs(a / len(body) - depth), a, b, words))
+        for _, _, end, words in sorted(cands, key=lambda c: c[:2]):  # nearest depth that fits
+            question, answer = qa(words)
+            tail = _enc(tokenizer, f'\n"""\nQuestion: {question}\n[/INST]\n')
+            room = length - (1 + len(head) + len(tail) + len(_enc(tokenizer, " " + answer)))
+            if room >= end:
+                break
+        else:
+            continue
+        break
+    else:
+        raise ValueError(
+            f"length {length} is too short for self_instruct: no sentence of 7-30 words fits"
+        )
+    if room < len(body):  # a long question: the text ends earlier
+        body = body[:room]
+    else:  # a short one: the text goes on into the next document
+        body = (body + _enc(tokenizer, "\n\n") + pool.span(room, rng))[:room]
+    meta = {"task": "self_instruct", "length": length, "depth": depth, "seed": seed}
+    return _example(tokenizer, head, body, tail, answer, {**meta, "short_answer": short})
+
+
 BOOKSUM_QUESTION = "\n\nQ: Can you write an appropriate summary of the above paragraphs?\nA:"
 
 
@@ -546,6 +617,7 @@ TASKS = {
         Task("doc_qa", "qa", doc_qa, "f1", 6, True),
         Task("summary", "summ", summary, "rougeL", 34, False),
         Task("missing_chunk", "pretrain", missing_chunk, "rougeL", 70, True, probe=False),
+        Task("self_instruct", "qa", self_instruct, "f1", 40, True, probe=False),  # Llama 2 Long
         # Together's variants: lost-in-the-middle QA with short documents (k scales with the
         # length) and summarization in BookSum's prompt format
         Task(

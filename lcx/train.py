@@ -466,20 +466,31 @@ def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) 
 
 
 def task_sft_rows(
-    task: str, tokenizer, n_rows: int, seq_len: int, seed: int, pool=None
+    task: str,
+    tokenizer,
+    n_rows: int,
+    seq_len: int,
+    seed: int,
+    pool=None,
+    lengths: tuple[int, int] | None = None,
+    loss_on_inputs: bool = False,
 ) -> list[dict]:
-    """``n_rows`` fine-tuning rows of ``task`` (:mod:`lcx.tasks` training seeds, lengths in
-    [seq_len / 4, seq_len)), loss on the answers only, packed by :func:`sft_rows`."""
+    """``n_rows`` fine-tuning rows of ``task`` (:mod:`lcx.tasks` training seeds, example lengths
+    drawn uniformly from ``lengths``, by default [seq_len / 4, seq_len)), packed by
+    :func:`sft_rows`; the loss is on the answers only unless ``loss_on_inputs``."""
+    lo, hi = lengths or (seq_len // 4, seq_len - 1)
+    if not 0 < lo <= hi < seq_len:
+        raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
     rng, examples, total = random.Random(seed), [], 0
     while total < n_rows * seq_len:
         try:
-            length = rng.randint(seq_len // 4, seq_len - 1)
+            length = rng.randint(lo, hi)
             ex = tasks.training_example(task, tokenizer, length, rng, pool)
-        except ValueError:  # too short for this task's prompt: the longest that fits a row
-            ex = tasks.training_example(task, tokenizer, seq_len - 1, rng, pool)
+        except ValueError:  # too short for this task's prompt: the longest allowed
+            ex = tasks.training_example(task, tokenizer, hi, rng, pool)
         examples.append((ex.prompt_ids, ex.answer_ids))
         total += ex.length
-    return sft_rows(examples, seq_len, tokenizer.pad_token_id)[:n_rows]
+    return sft_rows(examples, seq_len, tokenizer.pad_token_id, loss_on_inputs)[:n_rows]
 
 
 def rows_key(rows: list[dict]) -> str:

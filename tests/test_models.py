@@ -217,6 +217,10 @@ def test_xpos_survives_save_and_load_and_refuses_positions_it_cannot_scale(xpos_
     x = torch.randint(0, 300, (1, 30))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, xpos_model(x).logits)
+    # the centre only keeps the scales finite: moving it leaves the logits as they were
+    centred = models.set_xpos_center(loaded, 15)
+    with torch.no_grad():
+        torch.testing.assert_close(centred(x).logits, xpos_model(x).logits, rtol=1e-4, atol=1e-4)
     limit = models.xpos_max_distance(xpos_model.config.xpos, 32)
     far = torch.arange(100 + limit + 1, 100 + limit + 11)[None]
     with pytest.raises(ValueError, match="keeps scales finite"), torch.no_grad():
@@ -224,3 +228,4 @@ def test_xpos_survives_save_and_load_and_refuses_positions_it_cannot_scale(xpos_
     # a model without xPos settings is left as it is
     plain = models.with_rope(xpos_model, "default", base=520.0)
     assert type(plain.model.layers[0].self_attn) is modeling_llama.LlamaAttention
+    assert "xpos" not in plain.config.to_dict()  # a run's cache key hashes the config

@@ -114,6 +114,38 @@ def test_first_sentence_answer_opens_the_text(setup):
         assert text.lstrip().startswith(ex.answer) and ex.answer.endswith((".", "!", "?"))
 
 
+def test_self_instruct_asks_about_a_sentence_of_the_document_near_depth(setup):
+    """App. D's templates; the answer is the rest (normal) or the last word (short) of a sentence
+    that is in the document, beginning with the quoted words, near ``depth``; both kinds occur."""
+    tok, pool, _ = setup
+    kinds, where = Counter(), {0.1: [], 0.9: []}
+    for seed in range(16):
+        for depth in (0.1, 0.9):
+            ex = tasks.generate("self_instruct", tok, 2048, depth, seed, "test", pool)
+            text = tok.decode(ex.prompt_ids, skip_special_tokens=True)
+            assert text.startswith("[INST] You are given a long text") and text.endswith(
+                "[/INST]\n"
+            )
+            doc = text[text.index('"""') + 3 : text.rindex('"""')]  # code may have its own
+            opening = text.rsplit('begins "', 1)[1].split('"')[0]
+            at = doc.index(opening)
+            sentence = doc[at:].split("\n")[0]
+            if ex.meta["short_answer"]:
+                assert "as concisely as you can" in text
+                following = [w.strip(".,;:!?\"')(") for w in sentence.split()[:40]]
+                assert ex.answer in following[4:]
+            else:
+                assert "concisely" not in text
+                assert sentence.startswith(f"{opening} {ex.answer}")
+            where[depth].append(at / len(doc))
+            kinds[ex.meta["short_answer"]] += 1
+    assert min(kinds.values()) >= 8
+    # the nearest fitting sentence (the tiny pool is mostly code, with few): later for a later depth
+    early, late = where[0.1], where[0.9]
+    assert all(a <= b for a, b in zip(early, late, strict=True))
+    assert (sum(late) - sum(early)) / 16 > 0.2, where
+
+
 def test_topic_and_icl_and_rerank_answers(setup):
     tok, pool, _ = setup
     ex = tasks.generate("topic", tok, 2048, None, 0, "test", pool)

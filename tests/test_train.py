@@ -291,3 +291,22 @@ def test_task_sft_rows_train_only_on_answers(tiny_setup):
         answer = r["input_ids"][r["loss_weights"] > 0]
         assert len(answer) > 0 and tok.decode(answer).replace(" ", "").isdigit()
         assert (r["labels"][r["loss_weights"] == 0] != train.IGNORE).sum() < len(r["labels"])
+
+
+def test_task_sft_rows_lengths_and_loss_on_inputs(tiny_setup):
+    """Short examples pack several to a row; with loss_on_inputs every real token but each
+    example's first is a target with weight 1 (Llama 2 Long Table 9's "with LM loss")."""
+    tok, _ = tiny_setup
+    short = train.task_sft_rows("passkey", tok, 2, 512, seed=1, lengths=(100, 120))
+    starts = [int((r["position_ids"] == 0).sum()) for r in short]
+    assert min(starts) >= 4  # >= 4 examples of <= 120 tokens in 512 (+ the padding run)
+    lm = train.task_sft_rows(
+        "passkey", tok, 2, 512, seed=1, lengths=(100, 120), loss_on_inputs=True
+    )
+    for a, b in zip(short, lm, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"])  # same examples, only the weights differ
+        real = b["labels"] != train.IGNORE
+        assert (b["loss_weights"][real] == 1).all() and (a["loss_weights"][real] < 1).any()
+        assert torch.equal(a["loss_weights"] > 0, (a["loss_weights"] > 0) & real)
+    with pytest.raises(ValueError, match="lengths"):
+        train.task_sft_rows("passkey", tok, 1, 256, seed=0, lengths=(100, 256))
