@@ -278,7 +278,7 @@ def score(example: tasks.Example, prediction: str) -> dict[str, float]:
         return {"ndcg@10": metrics.ndcg_at_k(ranking, example.meta["relevance"], k=10)}
     if task == "icl":
         return {"exact": metrics.exact_match(prediction, answers)}
-    if task == "doc_qa":
+    if task in ("doc_qa", "self_instruct"):
         return {
             "f1": metrics.token_f1(prediction, answers),
             "subem": metrics.substring_exact_match(prediction, answers),

@@ -115,6 +115,10 @@ def test_score_uses_each_tasks_metrics(tiny):
     assert evaluate.score(ex, "[999]")["ndcg@10"] == 0.0
     ex = tasks.generate("doc_qa", tok, 300, 0.5, 0, "test", pool)
     assert evaluate.score(ex, f"It is {ex.answer}.") == {"f1": pytest.approx(2 / 4), "subem": 1.0}
+    # every task's headline metric is among its scores, and the reference answer earns full marks
+    for name, spec in tasks.TASKS.items():
+        ex = tasks.generate(name, tok, 1024, 0.5, 0, "test", pool)
+        assert evaluate.score(ex, ex.answer)[spec.metric] == pytest.approx(1.0), name
 
 
 def test_evaluate_suite_table_and_category_means(tiny):
