@@ -413,3 +413,94 @@ def load_pretrained(
             bnb_4bit_compute_dtype=dtype or torch.float32,
         )
     return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
+# --- Unsloth (gpu profile), without its silent interpolation -----------------------------------------
+
+
+def rope_problems(model, base: float) -> list[str]:
+    """Ways ``model``'s RoPE differs from plain RoPE at ``base`` (an ABF recipe): a scaling entry in
+    its config (``rope_parameters``/``rope_scaling`` with a factor or a non-default type), a
+    ``scaling_factor`` on its rotary module (Unsloth's linear-scaling class divides positions by
+    it), or inverse frequencies that are not ``base ** (-2j/d)``. Empty when the recipe holds."""
+    problems = []
+    config = model.config
+    for field in ("rope_parameters", "rope_scaling"):
+        params = getattr(config, field, None) or {}
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind != "default" or float(params.get("factor", 1.0) or 1.0) != 1.0:
+            problems.append(f"config.{field} = {params} (interpolation, not a base change)")
+    rotary = getattr(getattr(model, "model", model), "rotary_emb", None)
+    if rotary is None:  # older layouts keep one per attention layer
+        layer = model.model.layers[0].self_attn
+        rotary = getattr(layer, "rotary_emb", None)
+    factor = float(getattr(rotary, "scaling_factor", 1.0) or 1.0)
+    if factor != 1.0:
+        problems.append(f"{type(rotary).__name__}.scaling_factor = {factor} (positions / {factor})")
+    inv = getattr(rotary, "inv_freq", None)
+    if inv is not None:
+        want = rope.inv_freq(2 * inv.numel(), base)
+        if not torch.allclose(inv.double().cpu(), want, rtol=1e-3, atol=0):
+            problems.append(
+                f"inv_freq is not base {base:g}'s (first {float(inv[1]):.3g} vs {float(want[1]):.3g})"
+            )
+    return problems
+
+
+def unsloth_model(
+    name_or_path: str,
+    max_seq_length: int,
+    rope_theta: float,
+    load_in_4bit: bool = True,
+    dtype=None,
+    fast_language_model=None,
+    **kw,
+):
+    """Load a checkpoint through Unsloth at ``max_seq_length`` with RoPE base ``rope_theta`` and no
+    interpolation.
+
+    Unsloth compares ``max_seq_length`` with the checkpoint's ``max_position_embeddings`` and, when
+    it is longer and no ``rope_scaling`` is passed, silently switches on linear interpolation
+    ("kaiokendev's RoPE scaling") on top of whatever base the recipe set: an ABF recipe such as
+    Llama-3 80K's (base 500K -> 200M) would train with both. So the checkpoint is presented through
+    a folder whose config already says ``max_position_embeddings = max_seq_length`` and
+    ``rope_theta = rope_theta`` (every other file a symlink to the original), and the loaded model
+    is checked with :func:`rope_problems`; anything left raises ``RuntimeError``.
+    ``fast_language_model`` defaults to ``unsloth.FastLanguageModel`` (imported here: it needs a
+    GPU); returns Unsloth's ``(model, tokenizer)``.
+    """
+    import json
+    import tempfile
+
+    if fast_language_model is None:
+        from unsloth import FastLanguageModel as fast_language_model
+    source = Path(name_or_path)
+    if not source.is_dir():
+        from huggingface_hub import snapshot_download
+
+        source = Path(snapshot_download(name_or_path))
+    folder = Path(tempfile.mkdtemp(prefix="lcx-unsloth-"))
+    for item in source.iterdir():
+        if item.name != "config.json":
+            (folder / item.name).symlink_to(item.resolve())
+    config = json.loads((source / "config.json").read_text())
+    config["max_position_embeddings"] = int(max_seq_length)
+    config.pop("rope_scaling", None)
+    config["rope_theta"] = float(rope_theta)
+    if "rope_parameters" in config:
+        config["rope_parameters"] = {"rope_type": "default", "rope_theta": float(rope_theta)}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    model, tokenizer = fast_language_model.from_pretrained(
+        model_name=str(folder),
+        max_seq_length=max_seq_length,
+        load_in_4bit=load_in_4bit,
+        dtype=dtype,
+        **kw,
+    )
+    problems = rope_problems(model, rope_theta)
+    if problems:
+        raise RuntimeError(
+            "the model Unsloth returned does not use plain RoPE at base "
+            f"{rope_theta:g}: " + "; ".join(problems)
+        )
+    return model, tokenizer

@@ -229,3 +229,50 @@ def test_xpos_survives_save_and_load_and_refuses_positions_it_cannot_scale(xpos_
     plain = models.with_rope(xpos_model, "default", base=520.0)
     assert type(plain.model.layers[0].self_attn) is modeling_llama.LlamaAttention
     assert "xpos" not in plain.config.to_dict()  # a run's cache key hashes the config
+
+
+# --- the Unsloth guard (Llama-3 80K's recipe is a base change, never interpolation) --------------
+
+
+class FakeUnsloth:
+    """FastLanguageModel.from_pretrained's RoPE logic as Unsloth writes it (models/llama.py): the
+    native length comes from the checkpoint's config, and a longer max_seq_length with no
+    rope_scaling switches on linear interpolation. ``always`` interpolates regardless."""
+
+    always = False
+
+    @classmethod
+    def from_pretrained(cls, model_name, max_seq_length, rope_scaling=None, **kw):
+        from transformers import AutoConfig, LlamaForCausalLM
+
+        config = AutoConfig.from_pretrained(model_name)
+        native = config.max_position_embeddings
+        if cls.always or (rope_scaling is None and max_seq_length > native):
+            factor = max_seq_length / native if max_seq_length > native else 2.0
+            theta = config.rope_parameters["rope_theta"]
+            config.rope_parameters = {"rope_type": "linear", "rope_theta": theta, "factor": factor}
+        return LlamaForCausalLM.from_pretrained(model_name, config=config), None
+
+
+class FakeUnslothAlways(FakeUnsloth):
+    always = True
+
+
+def test_unsloth_guard_detects_and_prevents_silent_interpolation(checkpoint):
+    model, path = checkpoint  # native window 64, base 520
+    base = 520.0 * 400  # Llama-3 80K: 500K -> 200M
+    naive, _ = FakeUnsloth.from_pretrained(str(path), max_seq_length=640)
+    problems = models.rope_problems(naive, base)
+    assert any("linear" in p for p in problems) and any("inv_freq" in p for p in problems)
+    assert models.rope_problems(models.with_rope(model, "default", base=base), base) == []
+
+    guarded, _ = models.unsloth_model(str(path), 640, base, fast_language_model=FakeUnsloth)
+    assert models.rope_problems(guarded, base) == []
+    assert guarded.config.max_position_embeddings == 640
+    torch.testing.assert_close(
+        guarded.model.rotary_emb.inv_freq.double(), rope.inv_freq(32, base), rtol=1e-6, atol=0
+    )
+    for a, b in zip(model.state_dict().values(), guarded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the same weights, only the positions changed
+    with pytest.raises(RuntimeError, match="plain RoPE"):
+        models.unsloth_model(str(path), 640, base, fast_language_model=FakeUnslothAlways)
