@@ -42,6 +42,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -532,6 +534,154 @@ def self_instruct(tokenizer, length, depth, seed, split="test", pool=None) -> Ex
         body = (body + _enc(tokenizer, "\n\n") + pool.span(room, rng))[:room]
     meta = {"task": "self_instruct", "length": length, "depth": depth, "seed": seed}
     return _example(tokenizer, head, body, tail, answer, {**meta, "short_answer": short})
+
+
+# --- Llama-3 80K's synthetic long QA (§1): multi-turn conversations over one long context ----------
+
+LONG_QA_FAMILIES = (
+    "single_detail",
+    "multi_detail_homogeneous",
+    "multi_detail_heterogeneous",
+    "biography",
+)
+
+
+@dataclass
+class Conversation:
+    """One long context and its question-answer turns (Llama-3 80K trains each context's QA pairs
+    as one multi-turn conversation)."""
+
+    context_ids: list[int]  # BOS, the instruction and the context
+    turns: list[tuple[list[int], list[int]]]  # (question ids, answer ids) per turn
+    answers: list[str]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return len(self.context_ids) + sum(len(q) + len(a) for q, a in self.turns)
+
+
+def _character(tokenizer, ids) -> str | None:
+    """A book's main character: its most frequent capitalised word that is not a sentence's first."""
+    words = re.findall(r"(?<=[a-z,;] )([A-Z][a-z]{2,})\b", tokenizer.decode(ids))
+    common = Counter(w for w in words if w not in _STOP_NAMES).most_common(1)
+    return common[0][0] if common and common[0][1] >= 3 else None
+
+
+_STOP_NAMES = frozenset(
+    "The This That Then There They When What Which While With From Into And But".split()
+)
+
+
+def _turn_tokens(turns) -> int:
+    return sum(len(q) + len(a) for q, a in turns)
+
+
+def long_qa(
+    tokenizer, length: int, seed: int, split="train", pool=None, family="single_detail", turns=3
+) -> Conversation:
+    """A long-context QA conversation of about ``length`` tokens in one of Llama-3 80K's families
+    (:data:`LONG_QA_FAMILIES`), written by program where the paper prompted GPT-4:
+
+    - ``single_detail``: facts stated once each at random places of one long text; each turn asks
+      for one (a detail from one chunk);
+    - ``multi_detail_homogeneous``: one long text with facts that share values; each turn asks
+      for every person with a given value, in order of appearance (details aggregated from
+      several places of one text);
+    - ``multi_detail_heterogeneous``: several documents of one domain (the paper clusters a
+      corpus; our domains are the clusters), one fact repeated in two of them; each turn asks which
+      two documents state it (a similarity across texts);
+    - ``biography``: a book's main character (its most frequent mid-sentence name); the turn asks
+      for the first two sentences that mention them, the extractive stand-in for a biography.
+    """
+    if family not in LONG_QA_FAMILIES:
+        raise ValueError(f"family={family!r} is not one of {LONG_QA_FAMILIES}")
+    rng = _rng(seed, split, family)
+    pool = _pool(pool, "long_qa")
+    head = _enc(tokenizer, "Read the text below and answer the questions after it.\n\n")
+
+    def encode(pairs):
+        return [
+            (_enc(tokenizer, f"\n\nQuestion: {q}\nAnswer:"), _enc(tokenizer, " " + a))
+            for q, a in pairs
+        ]
+
+    def room_after(reserved: int) -> int:
+        room = length - 1 - len(head) - reserved
+        if room < 64:
+            raise ValueError(f"length {length} is too short for a {family} conversation")
+        return room
+
+    qa: list[tuple[str, str]] = []
+    if family == "biography":
+        question = "Write a short biography of {}: quote the first two sentences about them."
+        room = room_after(len(encode([(question.format("Someone"), "")])[0][0]) + 100)
+        books = [d for d in pool.docs if len(d) >= room] or pool.docs[:1]
+        for _ in range(50):
+            context = list(books[rng.randrange(len(books))][:room])
+            name = _character(tokenizer, context)
+            if name:
+                break
+        else:
+            raise ValueError("no document in the pool has a recurring character name")
+        sents = [
+            x.strip()
+            for x in re.split(r"(?<=[.!?])\s+|\n+", tokenizer.decode(context))
+            if re.search(rf"\b{name}\b", x) and 4 <= len(x.split()) <= 30
+        ]
+        words = " ".join(sents[:2]).split()
+        while len(_enc(tokenizer, " " + " ".join(words))) > 100:  # the reserved 100 tokens
+            words.pop()
+        qa.append((question.format(name), " ".join(words)))
+        quotes = sents[:2]
+    elif family == "multi_detail_heterogeneous":
+        k = max(4, min(12, length // 160))
+        statements = [[] for _ in range(k)]
+        for name, attr, value in _facts(rng, turns):
+            pair = sorted(rng.sample(range(k), 2))
+            for i in pair:
+                statements[i] = statements[i] + _enc(
+                    tokenizer, f" The {attr} of {name} is {value}."
+                )
+            qa.append(
+                (
+                    f"Which two documents state the {attr} of {name}?",
+                    f"Documents [{pair[0] + 1}] and [{pair[1] + 1}].",
+                )
+            )
+        # one cluster: pass a pool of one domain, Pool.from_tokens(..., domains=[d])
+        context = _passages(tokenizer, pool, statements, room_after(_turn_tokens(encode(qa))), rng)
+    else:
+        if family == "single_detail":
+            facts = _facts(rng, turns)
+            qa = [(f"What is the {a} of {n}?", v) for n, a, v in facts]
+        else:
+            values = rng.sample(CITIES, turns)
+            facts = [
+                (n, a, values[i % turns]) for i, (n, a, _) in enumerate(_facts(rng, 2 * turns + 2))
+            ]
+            rng.shuffle(facts)
+            attr = facts[0][1]
+            qa = [
+                (
+                    f"Whose {attr} is {value}? Name them in the order the text does.",
+                    ", ".join(n for n, _, v in facts if v == value),
+                )
+                for value in values
+            ]
+        stmts = [_enc(tokenizer, f" The {a} of {n} is {v}.") for n, a, v in facts]
+        room = room_after(_turn_tokens(encode(qa)) + sum(map(len, stmts)))
+        context = pool.span(room, rng)
+        for j, stmt in enumerate(stmts):
+            depth = (j + rng.random()) / len(stmts)  # spread over the text, in order
+            context, _ = _insert(context, stmt, depth, pool.enders)
+    turns_ids = encode(qa)
+    meta = {"task": "long_qa", "family": family, "length": length, "seed": seed}
+    if family == "biography":
+        meta["quotes"] = quotes
+    return Conversation(
+        [tokenizer.bos_token_id, *head, *context], turns_ids, [a for _, a in qa], meta
+    )
 
 
 BOOKSUM_QUESTION = "\n\nQ: Can you write an appropriate summary of the above paragraphs?\nA:"

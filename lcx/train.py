@@ -465,6 +465,32 @@ def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) 
     return rows
 
 
+def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
+    """One row per :class:`lcx.tasks.Conversation` (context, then each question and its answer),
+    padded to ``seq_len``; the loss is on the answers only, as Llama-3 80K fine-tunes the model to
+    answer every question of a context's conversation. Conversations longer than ``seq_len`` are
+    dropped."""
+    rows = []
+    for conv in conversations:
+        ids, weights = list(conv.context_ids), [0.0] * len(conv.context_ids)
+        for question, answer in conv.turns:
+            ids += [*question, *answer]
+            weights += [0.0] * len(question) + [1.0] * len(answer)
+        if len(ids) > seq_len:
+            continue
+        pad = seq_len - len(ids)
+        labels = [IGNORE if w == 0 else t for t, w in zip(ids, weights, strict=True)]
+        rows.append(
+            {
+                "input_ids": torch.tensor(ids + [pad_id] * pad),
+                "position_ids": torch.arange(seq_len),
+                "labels": torch.tensor(labels + [IGNORE] * pad),
+                "loss_weights": torch.tensor(weights + [0.0] * pad),
+            }
+        )
+    return rows
+
+
 def task_sft_rows(
     task: str,
     tokenizer,

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -240,3 +241,43 @@ def test_missing_chunk_answer_is_the_cut_text(setup):
         where.append(len(before) / len(text))
     assert where[0] < 0.3 < 0.7 < where[1]
     assert "missing_chunk" not in tasks.PROBES and "passkey" in tasks.PROBES
+
+
+@pytest.mark.parametrize("family", tasks.LONG_QA_FAMILIES)
+def test_long_qa_conversations_answer_from_their_context(tiny, family):
+    """Llama-3 80K's families, checked against the context each conversation carries."""
+    tok, t = tiny
+    domain = {"multi_detail_heterogeneous": "code", "biography": "books"}.get(family)
+    have = set(t["train"]["domain"])
+    pool = tasks.Pool.from_tokens(tok, t["train"], domains=[domain] if domain in have else None)
+    seen = set()
+    for seed in range(4):
+        conv = tasks.long_qa(tok, 1500, seed, "train", pool, family)
+        assert 0.8 * 1500 <= conv.length <= 1500 and conv.context_ids[0] == tok.bos_token_id
+        text = tok.decode(conv.context_ids, skip_special_tokens=True)
+        questions = [tok.decode(q) for q, _ in conv.turns]
+        assert [tok.decode(a).strip() for _, a in conv.turns] == conv.answers
+        seen.add(tuple(conv.answers))
+        for q, a in zip(questions, conv.answers, strict=True):
+            if family == "single_detail":
+                name = q.split(" of ")[1].split("?")[0]
+                assert text.count(f" of {name} is ") == 1 and f" of {name} is {a}." in text
+            elif family == "multi_detail_homogeneous":
+                value = q.split(" is ")[1].split("?")[0]
+                names = [n for n in a.split(", ")]
+                said = re.findall(rf"of (\w+) is {value}\.", text)
+                assert said == names and len(names) >= 2
+            elif family == "multi_detail_heterogeneous":
+                name = q.split(" of ")[1].split("?")[0]
+                docs = re.split(r"Document \[\d+\]: ", text)[1:]
+                holding = [i + 1 for i, d in enumerate(docs) if f" of {name} is " in d]
+                assert a == f"Documents [{holding[0]}] and [{holding[1]}]." and len(holding) == 2
+            else:
+                name = q.split("biography of ")[1].split(":")[0]
+                quotes = conv.meta["quotes"]
+                assert all(x in text and re.search(rf"\b{name}\b", x) for x in quotes)
+                assert " ".join(quotes).startswith(a) and len(a.split()) >= 4
+    # every seed a different conversation (the tiny pool has few books to choose a character from)
+    assert len(seen) >= (2 if family == "biography" else 4)
+    with pytest.raises(ValueError, match="family"):
+        tasks.long_qa(tok, 1500, 0, "train", pool, "gossip")

@@ -310,3 +310,21 @@ def test_task_sft_rows_lengths_and_loss_on_inputs(tiny_setup):
         assert torch.equal(a["loss_weights"] > 0, (a["loss_weights"] > 0) & real)
     with pytest.raises(ValueError, match="lengths"):
         train.task_sft_rows("passkey", tok, 1, 256, seed=0, lengths=(100, 256))
+
+
+def test_conversation_rows_train_on_every_answer_and_nothing_else(tiny_setup):
+    from lcx import tasks
+
+    tok, t = tiny_setup
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    convs = [tasks.long_qa(tok, 900, s, "train", pool, "single_detail", turns=3) for s in range(2)]
+    rows = train.conversation_rows(convs, 1024, tok.pad_token_id)
+    assert len(rows) == 2
+    for conv, row in zip(convs, rows, strict=True):
+        trained = row["input_ids"][row["loss_weights"] > 0].tolist()
+        assert trained == [i for _, a in conv.turns for i in a]  # the answers, in order
+        assert torch.equal(
+            row["labels"][row["loss_weights"] > 0], row["input_ids"][row["loss_weights"] > 0]
+        )
+        assert (row["labels"][row["loss_weights"] == 0] == train.IGNORE).all()
+    assert train.conversation_rows(convs, 600, tok.pad_token_id) == []  # too long: dropped
