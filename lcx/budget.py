@@ -40,3 +40,79 @@ def curriculum_flops(config, tokens: float, short: int, long: int, switch_at: fl
     return train_flops(config, tokens * switch_at, short) + train_flops(
         config, tokens * (1 - switch_at), long
     )
+
+
+# --- memory of one training step (Llama-3 80K's Q6: full fine-tuning vs LoRA vs QLoRA) -------------
+
+GB = 1e9
+METHODS = ("full", "lora", "qlora")
+
+
+def lora_parameters(config, r: int, targets=("q_proj", "k_proj", "v_proj", "o_proj")) -> int:
+    """LoRA's trainable parameters: r x (in + out) per targeted projection and layer."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    q = config.num_attention_heads * config.head_dim
+    kv = config.num_key_value_heads * config.head_dim
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+    return layers * sum(r * sum(shapes[t]) for t in targets)
+
+
+def memory_plan(
+    config,
+    seq_len: int,
+    method: str,
+    batch: int = 1,
+    r: int = 32,
+    train_embeddings: bool = True,
+    checkpointing: bool = True,
+    chunked_loss: bool = False,
+) -> dict:
+    """Bytes one training step needs on one device, by part, in the usual accounting (ZeRO paper §3;
+    QLoRA §2; Korthikanti et al. 2022 for activations), with bf16 weights and activations:
+
+    - ``weights``: every parameter in bf16 (2 bytes), or NF4 for QLoRA's frozen base (0.5 byte
+      plus double-quantized block constants, ~0.127 bit per parameter, QLoRA §2) with the
+      embeddings and head kept in bf16;
+    - ``trainable``: per trained parameter a bf16 gradient (2), an fp32 master copy (4) and
+      AdamW's two fp32 moments (8), i.e. 14 bytes on top of its weight (16 in all, as ZeRO counts);
+      full fine-tuning trains everything, (Q)LoRA the adapters and, with ``train_embeddings``, the
+      input embeddings (Llama-3 80K trains them);
+    - ``activations``: with ``checkpointing`` each layer keeps its input (2 B·T·h bytes) and one
+      layer at a time is recomputed (34 B·T·h bytes, attention scores not stored, as with
+      FlashAttention/SDPA); without it every layer keeps its 34 B·T·h;
+    - ``logits``: the LM head's output in bf16 plus the fp32 copy and gradient the loss makes
+      (10 bytes per token and vocabulary entry); ``chunked_loss`` (Unsloth, Liger) computes it in
+      pieces and keeps none of it.
+
+    Returns the parts and ``total`` in bytes, plus ``trainable_parameters``. Not counted: CUDA
+    context and allocator slack (~1-3 GB), temporary buffers of kernels.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    from .models import meta_model
+
+    model = meta_model(config)
+    total_params = sum(p.numel() for p in model.parameters())
+    embed = model.model.embed_tokens.weight.numel()
+    head = model.lm_head.weight.numel()
+    h, layers, tokens = config.hidden_size, config.num_hidden_layers, batch * seq_len
+    if method == "qlora":
+        body = total_params - embed - head
+        weights = body * (0.5 + 0.127 / 8) + (embed + head) * 2
+    else:
+        weights = total_params * 2
+    if method == "full":
+        trainable = total_params
+    else:
+        trainable = lora_parameters(config, r) + (embed if train_embeddings else 0)
+    lora_weights = 0 if method == "full" else lora_parameters(config, r) * 2
+    per_layer = 34 * tokens * h
+    activations = layers * 2 * tokens * h + per_layer if checkpointing else layers * per_layer
+    logits = 0 if chunked_loss else 10 * tokens * config.vocab_size
+    parts = {
+        "weights": float(weights + lora_weights),
+        "trainable": float(14 * trainable),
+        "activations": float(activations),
+        "logits": float(logits),
+    }
+    return {**parts, "total": sum(parts.values()), "trainable_parameters": int(trainable)}

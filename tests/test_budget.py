@@ -1,4 +1,5 @@
-"""Training FLOPs against Llama 2 Long Table 10 (7B, 400B tokens, 4K -> 32K curricula)."""
+"""Training FLOPs against Llama 2 Long Table 10 (7B, 400B tokens, 4K -> 32K curricula), and the
+memory plan of one training step (Llama-3 80K)."""
 
 import pytest
 
@@ -37,3 +38,29 @@ def test_curricula_match_table_10(llama2_7b):
 def test_bad_switch_point(llama2_7b):
     with pytest.raises(ValueError, match="switch_at"):
         budget.curriculum_flops(llama2_7b, 1e9, 4096, 32768, 1.5)
+
+
+def test_memory_plan_counts_by_hand_and_lora_matches_peft():
+    """Llama-3-8B at 80K (Llama-3 80K's setting): every part against arithmetic done here, and
+    LoRA's trainable count against peft's own on the meta-device model."""
+    cfg = models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct", base=2e8)
+    n, vocab, h, layers, T = 8_030_261_248, 128_256, 4096, 32, 81_920
+    peft_model = models.add_lora(models.meta_model(cfg), r=32, alpha=16)
+    lora = models.count_parameters(peft_model, trainable_only=True)
+    assert budget.lora_parameters(cfg, 32) == lora
+    full = budget.memory_plan(cfg, T, "full")
+    assert full["weights"] == 2 * n and full["trainable"] == 14 * n
+    assert full["activations"] == layers * 2 * T * h + 34 * T * h
+    assert full["logits"] == 10 * T * vocab
+    qlora = budget.memory_plan(cfg, T, "qlora", chunked_loss=True)
+    body = n - 2 * vocab * h
+    assert qlora["weights"] == pytest.approx(
+        body * (0.5 + 0.127 / 8) + 2 * vocab * h * 2 + 2 * lora
+    )
+    assert qlora["trainable_parameters"] == lora + vocab * h and qlora["logits"] == 0
+    # what the paper's setting needs: QLoRA with a chunked loss fits one 80 GB GPU; the same step
+    # with transformers' full-vocabulary fp32 loss or full fine-tuning does not
+    assert qlora["total"] < 80e9 < budget.memory_plan(cfg, T, "qlora")["total"]
+    assert full["total"] > 80e9
+    with pytest.raises(ValueError, match="method"):
+        budget.memory_plan(cfg, T, "adapter")
