@@ -162,6 +162,9 @@ def _attention_measure(
     bf16: bool,
     device: str,
     threads: int | None = None,
+    method: str = "full",
+    checkpointing: bool = False,
+    lora_r: int = 8,
 ) -> dict:
     """The measurement itself, in the current process (see :func:`attention_step`)."""
     if threads:
@@ -176,7 +179,12 @@ def _attention_measure(
     used = {layer.self_attn.config._attn_implementation for layer in model.model.layers}
     if model.config._attn_implementation != impl or used != {impl}:
         raise RuntimeError(f"asked for {impl!r} attention, the model uses {used}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if checkpointing:
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+    if method != "full":  # Llama-3 80K: adapters on q, k, v, o and the embeddings trained in full
+        base = models.quantize_nf4(model) if method == "qlora" else model
+        model = models.add_lora(base, lora_r, 2 * lora_r, modules_to_save=["embed_tokens"]).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.randint(vocab, (batch_rows, seq_len), generator=torch.Generator().manual_seed(0))
     ids = ids.to(dev)
     cuda = dev.type == "cuda"
@@ -215,6 +223,7 @@ def _attention_measure(
         source = "VmHWM after clear_refs" if reset and hwm is not None else "ru_maxrss"
     return {
         "impl": impl,
+        "method": method,
         "seq_len": seq_len,
         "tokens_per_s": batch_rows * seq_len * (steps - 1) / elapsed,
         "peak_mb": peak - base,
@@ -295,8 +304,15 @@ def attention_step(
     steps: int = 3,
     vocab: int = 4096,
     bf16: bool = False,
+    method: str = "full",
+    checkpointing: bool = False,
+    lora_r: int = 8,
 ) -> dict:
     """Training throughput and measured peak memory of a tiny Llama with attention ``impl``.
+
+    ``method``: ``full`` fine-tuning, ``lora`` (adapters of rank ``lora_r``, alpha 2r, on q, k, v,
+    o, embeddings trained in full) or ``qlora`` (the same on an NF4 copy, :func:`lcx.models.
+    quantize_nf4`); ``checkpointing`` turns on gradient checkpointing.
 
     Builds ``models.tiny_config(size, vocab, seq_len, 520.0)`` with ``impl`` as its attention
     implementation (checked on every layer), AdamW (lr 1e-3), and ``batch_rows`` rows of
@@ -324,6 +340,8 @@ def attention_step(
     the child, or the child killed by SIGKILL, as the kernel's OOM killer does).
     """
     attention.pick(impl)
+    if method not in ("full", "lora", "qlora"):
+        raise ValueError(f"method={method!r} is not one of full, lora, qlora")
     if steps < 2:
         raise ValueError(f"steps={steps}: need a warm-up step and at least one timed step")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -337,6 +355,9 @@ def attention_step(
         bf16=bf16,
         device=device,
         threads=torch.get_num_threads(),
+        method=method,
+        checkpointing=checkpointing,
+        lora_r=lora_r,
     )
     if device == "cpu":
         return _measure_in_child(kwargs)

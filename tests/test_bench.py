@@ -131,3 +131,17 @@ def test_out_of_memory_is_a_cell_not_a_crash(fake_step):
     last = table.iloc[-1]
     assert math.isnan(last.tokens_per_s) and math.isnan(last.peak_mb) and last.seq_len == 256
     assert table.tokens_per_s.iloc[0] == 1.0
+
+
+def test_method_step_full_finetuning_grows_memory_more_than_lora(one_thread):
+    """Full fine-tuning keeps gradients and AdamW moments for every weight (~16 bytes each with
+    the parameter; 'base' holds ~3M in its blocks), LoRA for the adapters and embeddings only."""
+    kw = dict(steps=2, vocab=256, checkpointing=True)
+    full = bench.attention_step("base", 128, "sdpa", method="full", **kw)
+    lora = bench.attention_step("base", 128, "sdpa", method="lora", **kw)
+    qlora = bench.attention_step("base", 128, "sdpa", method="qlora", **kw)
+    assert full["method"] == "full" and qlora["method"] == "qlora"
+    assert full["peak_mb"] - lora["peak_mb"] > 20
+    assert math.isfinite(qlora["tokens_per_s"]) and qlora["peak_mb"] > 0
+    with pytest.raises(ValueError, match="method"):
+        bench.attention_step("tiny", 64, "sdpa", method="adapters")
