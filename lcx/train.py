@@ -340,7 +340,8 @@ def train(
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
     config = {
         "recipe": recipe.config(),
-        "model": model.config.to_dict(),
+        # not where the model was loaded from: the same model in another cache is the same run
+        "model": {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"},
         "name": name,
         "version": 1,
     }

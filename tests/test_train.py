@@ -1,5 +1,6 @@
 """Training runs: real learning, bit-for-bit determinism, and resume after kill -9."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -328,3 +329,21 @@ def test_conversation_rows_train_on_every_answer_and_nothing_else(tiny_setup):
         )
         assert (row["labels"][row["loss_weights"] == 0] == train.IGNORE).all()
     assert train.conversation_rows(convs, 600, tok.pad_token_id) == []  # too long: dropped
+
+
+def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, tmp_path):
+    """The same weights loaded from two places (a moved or copied cache) make the same run."""
+    import shutil
+
+    tok, t = tiny_setup
+    recipe = train.Recipe(
+        seq_len=64, tokens=64 * 2 * 2, batch_tokens=64 * 2, lr=1e-3, save_every=100
+    )
+    model = models.new_model(models.tiny_config("tiny", len(tok), 64, 248.0), seed=0)
+    first = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="a")
+    copy = tmp_path / "elsewhere" / first.name
+    shutil.copytree(first, copy)
+    cont = dataclasses.replace(recipe, seed=1)
+    a = train.train(train.load_run(first), t, tok, cont, inputs=[t.key, first.name], name="b")
+    b = train.train(train.load_run(copy), t, tok, cont, inputs=[t.key, first.name], name="b")
+    assert a == b
