@@ -349,6 +349,7 @@ def train(
         config["rows"] = rows_key(rows)
     work = cache.cache_root() / "work" / f"{name}-{cache.key('run', config, inputs)}"
 
+    @_quiet_weights
     def build(folder: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
         n_rows = recipe.steps * recipe.rows_per_step
@@ -546,6 +547,28 @@ def last_checkpoint(work: Path) -> str | None:
     return None
 
 
+def _quiet_weights(fn):
+    """Run ``fn`` without transformers' per-checkpoint "Writing model shards" / "Loading weights"
+    bars (dozens per chapter in the rendered book); the training progress bar is the Trainer's
+    own and stays."""
+    import functools
+
+    from transformers.utils import logging as hf_logging
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        was = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                hf_logging.enable_progress_bar()
+
+    return quiet
+
+
+@_quiet_weights
 def load_run(folder: Path, **kw) -> LlamaForCausalLM:
     from .models import install_xpos
 

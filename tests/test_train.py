@@ -347,3 +347,17 @@ def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, 
     a = train.train(train.load_run(first), t, tok, cont, inputs=[t.key, first.name], name="b")
     b = train.train(train.load_run(copy), t, tok, cont, inputs=[t.key, first.name], name="b")
     assert a == b
+
+
+def test_loading_a_run_prints_no_weight_bars_and_restores_them(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    model = models.new_model(models.tiny_config("tiny", 100, 64, 248.0), seed=0)
+    model.save_pretrained(tmp_path / "model")
+    capfd.readouterr()
+    assert hf_logging.is_progress_bar_enabled()
+    train.load_run(tmp_path)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's setting is back
+    models.LlamaForCausalLM.from_pretrained(tmp_path / "model")
+    assert "Loading weights" in capfd.readouterr().err  # (the bar this hides)
