@@ -258,9 +258,10 @@ class XPosLlamaAttention(modeling_llama.LlamaAttention):
                 f"keeps scales finite for positions within {limit} of the center; got position "
                 f"{int(positions.max())} (raise scale_base or move the center)"
             )
-        log_zeta = rope.xpos_zeta(self.head_dim, settings["gamma"]).log().to(torch.float32)
-        log_scale = offset[..., None] / settings["scale_base"] * log_zeta.to(offset.device)
-        scale = torch.cat([log_scale, log_scale], -1).exp()[:, None]  # (batch, 1, seq, head_dim)
+        half = rope.xpos_scale(
+            offset.reshape(-1).cpu(), self.head_dim, settings["scale_base"], settings["gamma"]
+        ).reshape(*offset.shape, -1)
+        scale = torch.cat([half, half], -1)[:, None].to(query.device)  # (batch, 1, seq, head_dim)
         query = query * scale.to(query.dtype)
         key = key / scale.to(key.dtype)
 

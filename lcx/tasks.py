@@ -558,7 +558,7 @@ class Conversation:
 
     @property
     def length(self) -> int:
-        return len(self.context_ids) + sum(len(q) + len(a) for q, a in self.turns)
+        return len(self.context_ids) + _turn_tokens(self.turns)
 
 
 def _character(tokenizer, ids) -> str | None:

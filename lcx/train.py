@@ -434,6 +434,17 @@ def curriculum(
     return train(switched, tokens, tokenizer, long, [*inputs, run1.name], name=f"{name}-long")
 
 
+def _padded_row(ids, pos, labels, weights, seq_len: int, pad_id: int) -> dict:
+    """A training row padded to ``seq_len`` (the padding's positions run on from 0, no loss)."""
+    pad = seq_len - len(ids)
+    return {
+        "input_ids": torch.tensor(ids + [pad_id] * pad),
+        "position_ids": torch.tensor(pos + list(range(pad))),
+        "labels": torch.tensor(labels + [IGNORE] * pad),
+        "loss_weights": torch.tensor(weights + [0.0] * pad),
+    }
+
+
 def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) -> list[dict]:
     """Instruction-tuning rows: (prompt ids, response ids) pairs packed into ``seq_len`` rows with
     document masking; the loss is on responses only, or on inputs too (Llama 2 Long Table 9).
@@ -441,15 +452,7 @@ def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) 
     rows, ids, pos, labels, weights = [], [], [], [], []
 
     def flush():
-        pad = seq_len - len(ids)
-        rows.append(
-            {
-                "input_ids": torch.tensor(ids + [pad_id] * pad),
-                "position_ids": torch.tensor(pos + list(range(pad))),
-                "labels": torch.tensor(labels + [IGNORE] * pad),
-                "loss_weights": torch.tensor(weights + [0.0] * pad),
-            }
-        )
+        rows.append(_padded_row(ids, pos, labels, weights, seq_len, pad_id))
 
     for prompt, response in examples:
         n = len(prompt) + len(response)
@@ -480,16 +483,8 @@ def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
             weights += [0.0] * len(question) + [1.0] * len(answer)
         if len(ids) > seq_len:
             continue
-        pad = seq_len - len(ids)
         labels = [IGNORE if w == 0 else t for t, w in zip(ids, weights, strict=True)]
-        rows.append(
-            {
-                "input_ids": torch.tensor(ids + [pad_id] * pad),
-                "position_ids": torch.arange(seq_len),
-                "labels": torch.tensor(labels + [IGNORE] * pad),
-                "loss_weights": torch.tensor(weights + [0.0] * pad),
-            }
-        )
+        rows.append(_padded_row(ids, list(range(len(ids))), labels, weights, seq_len, pad_id))
     return rows
 
 
