@@ -505,3 +505,29 @@ def unsloth_model(
             f"{rope_theta:g}: " + "; ".join(problems)
         )
     return model, tokenizer
+
+
+def unsloth_lora(
+    model,
+    r: int,
+    alpha: int,
+    targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+    modules_to_save=(),
+    dropout: float = 0.0,
+    fast_language_model=None,
+):
+    """:func:`add_lora` through Unsloth: ``FastLanguageModel.get_peft_model`` on a model from
+    :func:`unsloth_model` (already 4-bit), with Unsloth's offloaded gradient checkpointing
+    (``use_gradient_checkpointing="unsloth"``, its long-context setting) and the same adapters."""
+    if fast_language_model is None:
+        from unsloth import FastLanguageModel as fast_language_model
+    return fast_language_model.get_peft_model(
+        model,
+        r=r,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        lora_dropout=dropout,
+        bias="none",
+        modules_to_save=list(modules_to_save) or None,
+        use_gradient_checkpointing="unsloth",
+    )

@@ -66,7 +66,8 @@ class Recipe:
     schedule_start: int = 0
     # LoRA through peft, e.g. {"r": 32, "alpha": 16, "modules_to_save": ["embed_tokens"]} (Llama-3
     # 80K); add "quantize": "nf4" for QLoRA (adapters trained on a 4-bit NF4 copy of the model).
-    # The saved model has the adapters merged into the full-precision weights.
+    # The saved model has the adapters merged into the full-precision weights. "backend": "unsloth"
+    # trains them through Unsloth instead (gpu; the model must come from models.unsloth_model).
     lora: dict | None = None
 
     @property
@@ -338,6 +339,11 @@ def train(
     resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
+    lora = recipe.lora or {}
+    if lora.get("quantize") not in (None, "nf4"):
+        raise ValueError(f"lora quantize={lora['quantize']!r}: only 'nf4' (QLoRA) is supported")
+    if lora.get("backend", "peft") not in ("peft", "unsloth"):
+        raise ValueError(f"lora backend={lora['backend']!r}: 'peft' or 'unsloth'")
     config = {
         "recipe": recipe.config(),
         # not where the model was loaded from: the same model in another cache is the same run
@@ -367,9 +373,12 @@ def train(
         model.config.use_cache = False
         net, lora = model, dict(recipe.lora or {})
         quantize = lora.pop("quantize", None)
-        if quantize not in (None, "nf4"):
-            raise ValueError(f"lora quantize={quantize!r}: only 'nf4' (QLoRA) is supported")
-        if recipe.lora:
+        backend = lora.pop("backend", "peft")
+        if recipe.lora and backend == "unsloth":
+            from .models import unsloth_lora
+
+            net = unsloth_lora(model, **lora)  # a model from models.unsloth_model, already 4-bit
+        elif recipe.lora:
             from .models import add_lora, quantize_nf4
 
             net = add_lora(quantize_nf4(model) if quantize else model, **lora)
@@ -381,10 +390,14 @@ def train(
             recipe=recipe,
         )
         trainer.train(resume_from_checkpoint=last_checkpoint(work))
-        if recipe.lora:
+        if recipe.lora and backend == "peft" and quantize:
             from .models import merge_lora
 
-            net = merge_lora(model, net, lora) if quantize else net.merge_and_unload()
+            net = merge_lora(model, net, lora)
+        elif (
+            recipe.lora
+        ):  # Unsloth's base is 4-bit only: peft merges into it (dequantize, add, requantize)
+            net = net.merge_and_unload()
         net.save_pretrained(folder / "model")
         log = [e for e in trainer.state.log_history if "loss" in e]
         (folder / "log.json").write_text(json.dumps(log))
@@ -446,25 +459,29 @@ def _padded_row(ids, pos, labels, weights, seq_len: int, pad_id: int) -> dict:
 
 
 def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) -> list[dict]:
-    """Instruction-tuning rows: (prompt ids, response ids) pairs packed into ``seq_len`` rows with
-    document masking; the loss is on responses only, or on inputs too (Llama 2 Long Table 9).
-    Examples longer than ``seq_len`` are dropped."""
+    """Instruction-tuning rows: examples packed into ``seq_len`` rows with document masking. An
+    example is a (prompt ids, response ids) pair, or a list of such pairs (the turns of one
+    conversation, trained on every response). The loss is on responses only, or on inputs too
+    (Llama 2 Long Table 9). Examples longer than ``seq_len`` are dropped."""
     rows, ids, pos, labels, weights = [], [], [], [], []
 
     def flush():
         rows.append(_padded_row(ids, pos, labels, weights, seq_len, pad_id))
 
-    for prompt, response in examples:
-        n = len(prompt) + len(response)
+    for example in examples:
+        turns = [example] if isinstance(example, tuple) else list(example)
+        n = sum(len(p) + len(r) for p, r in turns)
         if n > seq_len:
             continue
         if len(ids) + n > seq_len:
             flush()
             ids, pos, labels, weights = [], [], [], []
-        ids += [*prompt, *response]
         pos += list(range(n))
-        labels += [IGNORE, *prompt[1:], *response]  # a document's first token is never a target
-        weights += [1.0 if loss_on_inputs else 0.0] * len(prompt) + [1.0] * len(response)
+        for i, (prompt, response) in enumerate(turns):
+            ids += [*prompt, *response]
+            # a document's first token is never a target
+            labels += [IGNORE, *prompt[1:], *response] if i == 0 else [*prompt, *response]
+            weights += [1.0 if loss_on_inputs else 0.0] * len(prompt) + [1.0] * len(response)
     if ids:
         flush()
     return rows
@@ -514,6 +531,148 @@ def task_sft_rows(
         examples.append((ex.prompt_ids, ex.answer_ids))
         total += ex.length
     return sft_rows(examples, seq_len, tokenizer.pad_token_id, loss_on_inputs)[:n_rows]
+
+
+# ProLong's SFT data is UltraChat: short multi-turn chats (1.2K tokens on average, none over 4.1K).
+# Our stand-in: short QA conversations over corpus text and short single-turn instructions in the
+# probe tasks' formats, one task per HELMET category where the window fits it.
+CHAT_TASKS = ("json_kv", "multidoc_qa", "rerank", "icl", "doc_qa", "summary")
+CHAT_FAMILIES = ("single_detail", "multi_detail_homogeneous")
+
+
+def chat_rows(
+    tokenizer,
+    n_rows: int,
+    seq_len: int,
+    seed: int,
+    pool,
+    lengths: tuple[int, int],
+    task_names=CHAT_TASKS,
+    turns: int = 3,
+) -> list[dict]:
+    """ProLong's short-only SFT data in miniature: ``n_rows`` rows of ``seq_len`` packed with short
+    examples (lengths from ``lengths``), alternating multi-turn QA conversations
+    (:func:`lcx.tasks.long_qa` at short lengths, loss on every answer; a single-turn instruction
+    where ``lengths`` leave no room for two turns) and single-turn instructions of ``task_names``;
+    the loss is on the responses only."""
+    lo, hi = lengths
+    if not 0 < lo <= hi < seq_len:
+        raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
+    rng, examples, total, i = random.Random(seed), [], 0, 0
+    while total < n_rows * seq_len:
+        length = rng.randint(lo, hi)
+        conv = None
+        if i % 2 == 0:  # a conversation: as many turns (>= 2) as fit this length, or as fit hi
+            family = CHAT_FAMILIES[(i // 2) % len(CHAT_FAMILIES)]
+            seed_i = rng.randrange(10**6)
+            for size, k in [(n, k) for n in (length, hi) for k in range(turns, 1, -1)]:
+                try:
+                    conv = tasks.long_qa(tokenizer, size, seed_i, "train", pool, family, k)
+                    break
+                except ValueError:
+                    continue
+        if conv is not None:
+            first_q, first_a = conv.turns[0]
+            example = [(list(conv.context_ids) + list(first_q), list(first_a)), *conv.turns[1:]]
+        else:
+            task = task_names[(i // 2) % len(task_names)]
+            try:
+                ex = tasks.training_example(task, tokenizer, length, rng, pool)
+            except ValueError:  # too short for this task's prompt: the longest allowed
+                ex = tasks.training_example(task, tokenizer, hi, rng, pool)
+            example = (ex.prompt_ids, ex.answer_ids)
+        examples.append(example)
+        total += sum(
+            len(p) + len(r) for p, r in ([example] if isinstance(example, tuple) else example)
+        )
+        i += 1
+    return sft_rows(examples, seq_len, tokenizer.pad_token_id)[:n_rows]
+
+
+# ProLong §5: its synthetic long instruction data is 40% QA, 30% RAG and 30% summarization.
+SYNTHETIC_LONG = {"self_instruct": 0.4, "multidoc_qa": 0.3, "summary": 0.3}
+
+
+def synthetic_long_rows(
+    tokenizer, n_rows: int, seq_len: int, seed: int, pool, lengths: tuple[int, int], shares=None
+) -> list[dict]:
+    """ProLong's synthetic long instruction data in miniature: QA written from one chunk of a long
+    document with the whole document as context (``self_instruct``), the same with retrieved-like
+    passages (``multidoc_qa``) and summarization (``summary``), in :data:`SYNTHETIC_LONG`'s shares."""
+    shares = SYNTHETIC_LONG if shares is None else shares
+    parts = {
+        task: (
+            share,
+            lambda n, task=task, i=i: task_sft_rows(
+                task, tokenizer, n, seq_len, 1000 * seed + i, pool, lengths
+            ),
+        )
+        for i, (task, share) in enumerate(shares.items())
+    }
+    return mix_rows(parts, n_rows, seed)
+
+
+def long_short_rows(
+    tokens,
+    recipe: Recipe,
+    long_share: float,
+    n_rows: int,
+    bos_id: int,
+    long_mixture,
+    short_mixture,
+    tokenizer=None,
+) -> list[dict]:
+    """ProLong §3's continued-training rows: a share ``long_share`` of rows are long documents
+    (``long_mixture``'s domains, only documents at least ``recipe.seq_len`` long, so a row is one
+    document's chunk), the rest pack short data (``short_mixture``) with ``recipe``'s document
+    masking. Format rows (``recipe.formats``) go in the short part."""
+    if not 0 <= long_share <= 1:
+        raise ValueError(f"long_share={long_share!r} must be in [0, 1]")
+    long = dataclasses.replace(
+        recipe, mixture=dict(long_mixture), min_doc_tokens=recipe.seq_len, formats={}
+    )
+    short = dataclasses.replace(recipe, mixture=dict(short_mixture), min_doc_tokens=0)
+    parts = {
+        "long": (long_share, lambda n: packed_rows(tokens, long, bos_id, n)),
+        "short": (1 - long_share, lambda n: packed_rows(tokens, short, bos_id, n, tokenizer)),
+    }
+    return mix_rows(parts, n_rows, recipe.seed)
+
+
+def share_counts(shares: dict[str, float], n: int) -> dict[str, int]:
+    """Split ``n`` rows by ``shares`` (any positive weights): the counts sum to ``n`` exactly, each
+    within one row of ``n * share / total`` (largest remainders get the leftover rows)."""
+    if n < 0 or not shares or any(not v >= 0 for v in shares.values()) or not sum(shares.values()):
+        raise ValueError(
+            f"need n >= 0 and non-negative shares with a positive sum, got {n}, {shares}"
+        )
+    total = sum(shares.values())
+    exact = {k: n * v / total for k, v in shares.items()}
+    counts = {k: int(v) for k, v in exact.items()}
+    by_remainder = sorted(shares, key=lambda k: exact[k] - counts[k], reverse=True)
+    for k in by_remainder[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def mix_rows(parts: dict, n: int, seed: int) -> list[dict]:
+    """A data recipe's ``n`` training rows: ``parts`` maps a name to ``(share, make)``, where
+    ``make(count)`` returns ``count`` rows of that kind; the counts follow the shares
+    (:func:`share_counts`) and the rows are shuffled together by ``seed``.
+
+    Llama-3 80K's mix is ``{"long QA": (3.5, ...), "short LM": (5, ...), "instructions": (12, ...)}``;
+    ProLong's long/short ratio and SFT mixes are the same call with other shares.
+    """
+    counts = share_counts({k: share for k, (share, _) in parts.items()}, n)
+    rows = []
+    for name, (_, make) in parts.items():
+        if counts[name]:
+            made = make(counts[name])
+            if len(made) != counts[name]:
+                raise ValueError(f"part {name!r} made {len(made)} rows, asked for {counts[name]}")
+            rows += made
+    random.Random(seed).shuffle(rows)
+    return rows
 
 
 def rows_key(rows: list[dict]) -> str:

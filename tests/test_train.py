@@ -182,6 +182,80 @@ def test_sft_rows_mask_prompts_unless_asked():
     assert with_inputs["loss_weights"][:11].tolist() == [1.0] * 11
 
 
+def test_sft_rows_train_on_every_turn_of_a_conversation():
+    conversation = [([1, 5, 6], [7, 8]), ([3], [9])]  # context + question, answer; question, answer
+    (r,) = train.sft_rows([conversation, ([1, 2], [4])], seq_len=12, pad_id=0)
+    assert r["input_ids"][:10].tolist() == [1, 5, 6, 7, 8, 3, 9, 1, 2, 4]
+    assert r["position_ids"][:10].tolist() == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
+    assert r["loss_weights"][:10].tolist() == [0, 0, 0, 1, 1, 0, 1, 0, 0, 1]
+    assert r["labels"][:10].tolist() == [train.IGNORE, 5, 6, 7, 8, 3, 9, train.IGNORE, 2, 4]
+
+
+def test_chat_rows_are_short_multi_turn_and_single_turn_instructions(tiny_setup):
+    from lcx import tasks
+
+    tok, t = tiny_setup
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    rows = train.chat_rows(tok, 4, 768, 0, pool, (160, 255), task_names=("json_kv", "doc_qa"))
+    assert len(rows) == 4
+    for r in rows:
+        pos = r["position_ids"].tolist()
+        starts = [i for i, p in enumerate(pos) if p == 0]
+        real = int((r["input_ids"] != tok.pad_token_id).sum())
+        docs = [b - a for a, b in zip(starts, [*starts[1:], len(pos)], strict=True)]
+        assert len(docs) >= 3 and max(docs[:-1]) <= 255  # several short examples per row
+        assert 0 < r["loss_weights"].sum() < real / 2  # the loss is on responses only
+    # the conversations answer several questions: more answer spans than examples
+    w = rows[0]["loss_weights"].tolist()
+    spans = sum(1 for i in range(1, len(w)) if w[i] == 1 and w[i - 1] == 0)
+    starts = sum(1 for p in rows[0]["position_ids"].tolist() if p == 0)
+    assert spans > starts - 1
+    with pytest.raises(ValueError):
+        train.chat_rows(tok, 1, 128, 0, pool, (64, 200))
+
+
+def test_synthetic_long_rows_follow_prolong_shares(tiny_setup):
+    from lcx import tasks
+
+    tok, t = tiny_setup
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    made = []
+    real = train.task_sft_rows
+
+    def spy(task, *a, **k):
+        rows = real(task, *a, **k)
+        made.append((task, len(rows)))
+        return rows
+
+    try:
+        train.task_sft_rows = spy
+        rows = train.synthetic_long_rows(tok, 10, 512, 0, pool, (256, 511))
+    finally:
+        train.task_sft_rows = real
+    assert len(rows) == 10 and dict(made) == {"self_instruct": 4, "multidoc_qa": 3, "summary": 3}
+
+
+def test_long_short_rows_take_long_rows_from_long_documents_only():
+    # code documents of token 7 (long enough for a row) and token 5 (too short: never long data),
+    # short documents of token 9
+    docs = {
+        "input_ids": [[7] * 300] * 3 + [[5] * 100] * 3 + [[9] * 20] * 30,
+        "domain": ["code"] * 6 + ["short"] * 30,
+    }
+    recipe = train.Recipe(seq_len=128, tokens=128 * 4 * 5, batch_tokens=128 * 4, lr=1e-3)
+    rows = train.long_short_rows(docs, recipe, 0.6, 20, 1, {"code": 1.0}, {"short": 1.0})
+    content = [set(r["input_ids"].tolist()) - {1} for r in rows]
+    assert len(rows) == 20 and content.count({7}) == 12 and content.count({9}) == 8
+    short = [r for r, c in zip(rows, content, strict=True) if c == {9}]
+    assert all((r["position_ids"] == 0).sum() >= 6 for r in short)  # packed, document-masked
+    assert [
+        set(r["input_ids"].tolist()) - {1}
+        for r in train.long_short_rows(docs, recipe, 0.0, 5, 1, {"code": 1.0}, {"short": 1.0})
+    ] == [{9}] * 5
+    with pytest.raises(ValueError, match="long_share"):
+        train.long_short_rows(docs, recipe, 1.5, 4, 1, {"code": 1.0}, {"short": 1.0})
+
+
 def test_lora_run_changes_only_adapted_weights(tiny_setup):
     tok, t = tiny_setup
     model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
@@ -247,6 +321,115 @@ def test_qlora_rejects_unknown_quantization(tiny_setup):
     )
     with pytest.raises(ValueError, match="int3"):
         train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "x"], name="bad")
+
+
+def test_lora_rejects_unknown_backend(tiny_setup):
+    tok, t = tiny_setup
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    recipe = train.Recipe(
+        seq_len=128,
+        tokens=512,
+        batch_tokens=512,
+        lr=1e-2,
+        lora={"r": 2, "alpha": 4, "backend": "x"},
+    )
+    with pytest.raises(ValueError, match="backend"):
+        train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "x"], name="bad")
+
+
+class FakeFastLanguageModel:
+    """Unsloth's get_peft_model as far as training sees it: peft LoRA adapters with the given
+    settings (Unsloth adds fused kernels and offloaded checkpointing, not different maths)."""
+
+    calls: list = []
+
+    @classmethod
+    def get_peft_model(cls, model, **kw):
+        cls.calls.append(kw)
+        return models.add_lora(
+            model,
+            kw["r"],
+            kw["lora_alpha"],
+            kw["target_modules"],
+            kw["modules_to_save"] or (),
+            kw["lora_dropout"],
+        )
+
+
+def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_setup, monkeypatch):
+    """With ``"backend": "unsloth"`` the adapters come from Unsloth's get_peft_model (lazily
+    imported, with its long-context checkpointing) and train to the same merged model as peft's."""
+    import types
+
+    tok, t = tiny_setup
+    monkeypatch.setitem(
+        sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FakeFastLanguageModel)
+    )
+    FakeFastLanguageModel.calls.clear()
+    lora = {"r": 4, "alpha": 8, "modules_to_save": ["embed_tokens"]}
+    merged = {}
+    for backend in ("peft", "unsloth"):
+        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+        recipe = train.Recipe(
+            seq_len=128,
+            tokens=128 * 4 * 4,
+            batch_tokens=128 * 4,
+            lr=1e-2,
+            save_every=1000,
+            lora={**lora, "backend": backend} if backend == "unsloth" else lora,
+        )
+        run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name=backend)
+        merged[backend] = train.load_run(run).state_dict()
+    (call,) = FakeFastLanguageModel.calls
+    assert call["use_gradient_checkpointing"] == "unsloth"
+    assert (
+        call["r"] == 4 and call["lora_alpha"] == 8 and call["modules_to_save"] == ["embed_tokens"]
+    )
+    assert sorted(call["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    start = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).state_dict()
+    assert not torch.equal(
+        merged["unsloth"]["model.embed_tokens.weight"], start["model.embed_tokens.weight"]
+    )
+    for k, v in merged["peft"].items():
+        torch.testing.assert_close(merged["unsloth"][k], v, msg=k)
+
+
+def test_share_counts_sum_exactly_and_follow_the_shares():
+    counts = train.share_counts({"long QA": 3.5, "short LM": 5.0, "instructions": 12.0}, 112)
+    assert sum(counts.values()) == 112
+    for k, share in {"long QA": 3.5, "short LM": 5.0, "instructions": 12.0}.items():
+        assert abs(counts[k] - 112 * share / 20.5) < 1
+    assert train.share_counts({"a": 1, "b": 1, "c": 1}, 2) in (
+        {"a": 1, "b": 1, "c": 0},
+        {"a": 1, "b": 0, "c": 1},
+        {"a": 0, "b": 1, "c": 1},
+    )
+    assert train.share_counts({"long": 0.0, "short": 1.0}, 5) == {"long": 0, "short": 5}
+    for bad in ({}, {"a": -1.0, "b": 2.0}, {"a": 0.0}):
+        with pytest.raises(ValueError):
+            train.share_counts(bad, 4)
+
+
+def test_mix_rows_makes_each_part_by_its_share_and_shuffles_by_seed():
+    asked = {}
+
+    def part(name):
+        def make(n):
+            asked[name] = n
+            return [{"part": name, "i": i} for i in range(n)]
+
+        return make
+
+    parts = {"long": (0.6, part("long")), "short": (0.4, part("short"))}
+    rows = train.mix_rows(parts, 50, seed=1)
+    assert asked == {"long": 30, "short": 20} and len(rows) == 50
+    assert sorted((r["part"], r["i"]) for r in rows) == sorted(
+        [("long", i) for i in range(30)] + [("short", i) for i in range(20)]
+    )
+    assert rows != sorted(rows, key=lambda r: (r["part"], r["i"]))  # shuffled
+    assert rows == train.mix_rows(parts, 50, seed=1) != train.mix_rows(parts, 50, seed=2)
+    with pytest.raises(ValueError, match="made 29"):
+        train.mix_rows({"long": (1.0, lambda n: [{}] * (n - 1))}, 30, seed=0)
 
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "adapter_model.safetensors", None])
