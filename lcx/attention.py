@@ -20,15 +20,17 @@ import os
 
 import torch
 
-IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
+VARLEN = "lcx_varlen"
+IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager", VARLEN)
 
 
 def available() -> list[str]:
-    """The implementations usable here, fastest first."""
+    """The implementations usable here, fastest first (per-document :data:`VARLEN` last: it is
+    for packed training rows, not decoding)."""
     found = []
     if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
         found.append("flash_attention_2")
-    return [*found, "sdpa", "eager"]
+    return [*found, "sdpa", "eager", VARLEN]
 
 
 def pick(override: str | None = None) -> str:
@@ -60,3 +62,67 @@ def position_ids(doc_lengths: list[int], document_masking: bool = True) -> torch
 def packed_inputs(input_ids: torch.Tensor, pos_ids: torch.Tensor) -> dict:
     """Forward kwargs for a packed batch: position ids, no attention mask, and no KV cache."""
     return {"input_ids": input_ids, "position_ids": pos_ids, "use_cache": False}
+
+
+# --- Variable-length (per-document) attention, ProLong §A.3 -----------------------------------------
+
+
+def document_spans(position_ids: torch.Tensor) -> list[tuple[int, int]]:
+    """``(start, end)`` of each document in one row of packed position ids: a document starts
+    wherever the position does not continue from the previous token's (a reset to 0)."""
+    pos = position_ids.tolist()
+    starts = [0] + [i for i in range(1, len(pos)) if pos[i] != pos[i - 1] + 1]
+    return list(zip(starts, [*starts[1:], len(pos)], strict=True))
+
+
+def varlen_attention(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_ids=None, **kw
+):
+    """Causal attention computed per document of each packed row, as FlashAttention-2's varlen
+    kernel does (ProLong trains this way): a document attends only within itself, and its cost is
+    its own length squared instead of the row's. Documents come from ``position_ids`` resets
+    (:func:`document_spans`); without position ids the row is one document. For training and
+    scoring whole rows: a KV cache (queries shorter than keys) is refused."""
+    if query.shape[2] != key.shape[2]:
+        raise ValueError(
+            "per-document attention needs whole rows (no KV cache); use sdpa to decode"
+        )
+    if attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError("per-document attention takes packed rows without padding masks")
+    gqa = key.shape[1] != query.shape[1]
+    rows = []
+    for b in range(query.shape[0]):
+        spans = (
+            document_spans(position_ids[b if position_ids.shape[0] > 1 else 0])
+            if position_ids is not None
+            else [(0, query.shape[2])]
+        )
+        rows.append(
+            torch.cat(
+                [
+                    torch.nn.functional.scaled_dot_product_attention(
+                        query[b : b + 1, :, s:e],
+                        key[b : b + 1, :, s:e],
+                        value[b : b + 1, :, s:e],
+                        is_causal=True,
+                        scale=scaling,
+                        dropout_p=dropout,
+                        enable_gqa=gqa,
+                    )
+                    for s, e in spans
+                ],
+                dim=2,
+            )
+        )
+    return torch.cat(rows).transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    # an implementation transformers does not know gets no mask built (create_causal_mask returns
+    # None for it), so no dense block mask is materialized either
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention)
+
+
+_register()

@@ -116,3 +116,34 @@ def memory_plan(
         "logits": float(logits),
     }
     return {**parts, "total": sum(parts.values()), "trainable_parameters": int(trainable)}
+
+
+# --- packed rows on data-parallel devices (ProLong §A.3, Table 15) ---------------------------------
+
+
+def row_flops(config, doc_lengths, varlen: bool = True, include_head: bool = True) -> float:
+    """Training FLOPs of one packed row of documents ``doc_lengths``: 6 N per token, plus attention
+    over each document alone (``varlen``: FlashAttention's variable-length kernel) or over every
+    pair of the whole row (full attention, where a document mask only zeroes scores already
+    computed), with :func:`flops_per_token`'s attention term."""
+    tokens = sum(doc_lengths)
+    pairs = sum(n * n for n in doc_lengths) if varlen else tokens * tokens
+    per_pair = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim
+    return 6 * non_embedding_parameters(config, include_head) * tokens + per_pair * pairs
+
+
+def reorder_minibatches(doc_lengths: list[list[int]]) -> list[int]:
+    """ProLong's minibatch reordering: the order of one optimizer step's minibatches by the sum of
+    their documents' squared lengths, so the minibatches that run side by side on the devices cost
+    about the same. The step's rows, and so its update, are unchanged."""
+    return sorted(range(len(doc_lengths)), key=lambda i: sum(n * n for n in doc_lengths[i]))
+
+
+def step_time(costs: list[float], devices: int) -> float:
+    """Time of one optimizer step whose minibatches (``costs``, in order) are dealt to ``devices``
+    data-parallel ranks: accumulation step j runs minibatches ``j * devices ... j * devices +
+    devices - 1`` side by side, and every rank waits for the slowest (FSDP synchronizes each
+    forward and backward)."""
+    if devices < 1 or len(costs) % devices:
+        raise ValueError(f"{len(costs)} minibatches do not split evenly over {devices} devices")
+    return sum(max(costs[j : j + devices]) for j in range(0, len(costs), devices))

@@ -69,6 +69,9 @@ class Recipe:
     # The saved model has the adapters merged into the full-precision weights. "backend": "unsloth"
     # trains them through Unsloth instead (gpu; the model must come from models.unsloth_model).
     lora: dict | None = None
+    # Rows per forward/backward pass (None: the whole step at once); the rest of a step is gradient
+    # accumulation. The loss stays averaged over every answer/target token of the step (ProLong §A.3).
+    micro_rows: int | None = None
 
     @property
     def steps(self) -> int:
@@ -79,7 +82,10 @@ class Recipe:
         return max(1, self.batch_tokens // self.seq_len)
 
     def config(self) -> dict:
-        return dataclasses.asdict(self)
+        config = dataclasses.asdict(self)
+        if self.micro_rows is None:  # runs keyed before the field existed keep their keys
+            del config["micro_rows"]
+        return config
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -253,6 +259,19 @@ class LcxTrainer(Trainer):
     def __init__(self, *args, recipe: Recipe | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
+        self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weight
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """The loss weight of the whole optimizer step (every micro-batch, every device): each
+        micro-batch's weighted loss sum is divided by it, so the step's loss is the token average
+        over the step however it is split (ProLong's token-averaged loss), not a mean of
+        micro-batch means."""
+        total = sum(
+            (b["loss_weights"][:, 1:] * (b["labels"][:, 1:] != IGNORE)).sum() for b in batch_samples
+        ).to(device)
+        if self.args.world_size > 1:
+            total = self.accelerator.gather(total).sum()
+        return total
 
     def create_scheduler(self, num_training_steps, optimizer=None):
         if self.recipe is None or self.recipe.schedule_steps is None:
@@ -272,7 +291,10 @@ class LcxTrainer(Trainer):
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)), target.reshape(-1).clamp(min=0), reduction="none"
         )
-        loss = (nll * w.reshape(-1)).sum() / w.sum().clamp(min=1)
+        weight = w.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = (nll * w.reshape(-1)).sum() / weight.clamp(min=1)
+        if num_items_in_batch is not None and self.args.world_size > 1:
+            loss = loss * self.args.world_size  # data parallelism averages the ranks' gradients
         return (loss, outputs) if return_outputs else loss
 
 
@@ -288,7 +310,9 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=recipe.steps,
-        per_device_train_batch_size=recipe.rows_per_step,
+        per_device_train_batch_size=recipe.micro_rows or recipe.rows_per_step,
+        gradient_accumulation_steps=recipe.rows_per_step
+        // (recipe.micro_rows or recipe.rows_per_step),
         learning_rate=recipe.lr,
         lr_scheduler_type=schedule[recipe.schedule],
         lr_scheduler_kwargs={"min_lr_rate": recipe.min_lr_ratio}
@@ -339,6 +363,12 @@ def train(
     resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
+    if recipe.micro_rows is not None and (
+        recipe.micro_rows < 1 or recipe.rows_per_step % recipe.micro_rows
+    ):
+        raise ValueError(
+            f"micro_rows={recipe.micro_rows} must divide the {recipe.rows_per_step} rows per step"
+        )
     lora = recipe.lora or {}
     if lora.get("quantize") not in (None, "nf4"):
         raise ValueError(f"lora quantize={lora['quantize']!r}: only 'nf4' (QLoRA) is supported")

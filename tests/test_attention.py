@@ -58,9 +58,10 @@ def test_without_masking_later_documents_see_earlier_ones(impl):
     assert (out[:, 9:] - second_alone).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != attention.VARLEN])
 def test_the_pitfalls_the_helper_avoids(impl):
-    """With the default KV cache, or a 2D mask of ones, transformers ignores the position resets."""
+    """With the default KV cache, or a 2D mask of ones, transformers ignores the position resets
+    (per-document attention reads the documents from the position ids whatever is passed)."""
     m = model(impl)
     lengths = [7, 5]
     docs = [torch.randint(0, 101, (1, n)) for n in lengths]
@@ -103,3 +104,28 @@ def test_packed_batch_rows_with_different_boundaries(impl):
                     out[b, start : start + len(d)], m(d[None]).logits[0], atol=2e-5, rtol=1e-4
                 )
                 start += len(d)
+
+
+def test_document_spans_follow_position_resets():
+    pos = torch.tensor([0, 1, 2, 0, 1, 0, 0, 1, 2, 3])
+    assert attention.document_spans(pos) == [(0, 3), (3, 5), (5, 6), (6, 10)]
+    assert attention.document_spans(torch.arange(5) + 7) == [(0, 5)]
+
+
+def test_varlen_attention_trains_like_masked_sdpa_and_refuses_decoding():
+    """Per-document attention gives the same loss and gradients as SDPA with transformers' block
+    mask on a packed batch (two rows, different document boundaries), and cannot decode."""
+    lengths = [[9, 4, 13], [20, 6]]
+    ids = torch.randint(0, 101, (2, 26))
+    pos = torch.stack([attention.position_ids(n) for n in lengths])
+    grads = {}
+    for impl in ("sdpa", attention.VARLEN):
+        m = model(impl).train()
+        loss = m(**attention.packed_inputs(ids, pos), labels=ids).loss
+        loss.backward()
+        grads[impl] = (loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters()})
+    torch.testing.assert_close(grads["sdpa"][0], grads[attention.VARLEN][0])
+    for k, g in grads["sdpa"][1].items():
+        torch.testing.assert_close(grads[attention.VARLEN][1][k], g, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="KV cache"), torch.no_grad():
+        model(attention.VARLEN).generate(ids[:1, :5], max_new_tokens=2, do_sample=False)

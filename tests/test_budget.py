@@ -64,3 +64,37 @@ def test_memory_plan_counts_by_hand_and_lora_matches_peft():
     assert full["total"] > 80e9
     with pytest.raises(ValueError, match="method"):
         budget.memory_plan(cfg, T, "adapter")
+
+
+def test_row_flops_count_pairs_within_documents_or_the_whole_row():
+    cfg = models.tiny_config("tiny", 512, 128, 520.0)
+    per_token = budget.flops_per_token(cfg, 0, include_head=True)
+    per_pair = budget.flops_per_token(cfg, 1) - budget.flops_per_token(cfg, 0)
+    assert budget.row_flops(cfg, [100, 28]) == pytest.approx(
+        128 * per_token + (100**2 + 28**2) * per_pair
+    )
+    assert budget.row_flops(cfg, [100, 28], varlen=False) == pytest.approx(
+        128 * per_token + 128**2 * per_pair
+    )
+    assert budget.row_flops(cfg, [128]) == budget.row_flops(cfg, [128], varlen=False)
+
+
+def test_reordering_minimizes_the_step_time_of_any_order():
+    """Sorting by the sum of squared lengths and dealing consecutive minibatches to the devices
+    gives the smallest step time over every order (brute force over 8 minibatches, 2 devices)."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    rows = [[rng.choice([16, 64, 256, 1024]) for _ in range(rng.randint(1, 4))] for _ in range(8)]
+    cost = [sum(n * n for n in r) for r in rows]
+    order = budget.reorder_minibatches(rows)
+    assert sorted(order) == list(range(8))
+    best = min(
+        budget.step_time([cost[i] for i in perm], 2) for perm in itertools.permutations(range(8))
+    )
+    assert budget.step_time([cost[i] for i in order], 2) == best
+    assert budget.step_time(cost, 2) >= best
+    assert budget.step_time([3, 1, 2, 5], 2) == 3 + 5 and budget.step_time([3, 1, 2, 5], 1) == 11
+    with pytest.raises(ValueError, match="evenly"):
+        budget.step_time([1, 2, 3], 2)

@@ -544,3 +544,37 @@ def test_loading_a_run_prints_no_weight_bars_and_restores_them(tmp_path, capfd):
     assert hf_logging.is_progress_bar_enabled()  # the user's setting is back
     models.LlamaForCausalLM.from_pretrained(tmp_path / "model")
     assert "Loading weights" in capfd.readouterr().err  # (the bar this hides)
+
+
+def test_gradient_accumulation_keeps_the_loss_token_averaged(tiny_setup):
+    """ProLong §A.3: rows with very different numbers of answer tokens, trained as one batch per
+    step or as micro-batches of one row with gradient accumulation, give the same model (the loss
+    is averaged over the step's answer tokens). Averaging micro-batch means instead would weight a
+    short answer's tokens more, and the two runs would part."""
+    tok, t = tiny_setup
+    rng = torch.Generator().manual_seed(0)
+    examples = [
+        (
+            [1, *torch.randint(3, 500, (100 - n,), generator=rng).tolist()],
+            torch.randint(3, 500, (n,), generator=rng).tolist(),
+        )
+        for n in (2, 60, 5, 90, 3, 40, 8, 70)
+    ]
+    rows = train.sft_rows(examples, 128, tok.pad_token_id)
+    assert len(rows) == 8
+    finals, logs = {}, {}
+    for micro in (None, 1):
+        recipe = train.Recipe(
+            seq_len=128, tokens=128 * 4 * 2, batch_tokens=128 * 4, lr=1e-2, micro_rows=micro
+        )
+        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+        run = train.train(model, None, tok, recipe, inputs=[tok.key, "i"], name="ga", rows=rows)
+        finals[micro] = train.load_run(run).state_dict()
+        logs[micro] = [e["loss"] for e in train.loss_log(run)]
+    for k, v in finals[None].items():
+        torch.testing.assert_close(finals[1][k], v, atol=2e-5, rtol=1e-4, msg=k)
+    assert logs[1] == pytest.approx(logs[None], rel=1e-4)
+    assert "micro_rows" not in train.Recipe(seq_len=8, tokens=8, batch_tokens=8, lr=1.0).config()
+    with pytest.raises(ValueError, match="micro_rows"):
+        bad = dataclasses.replace(recipe, micro_rows=3)
+        train.train(model, None, tok, bad, inputs=["x"], name="bad", rows=rows)
