@@ -97,6 +97,49 @@ def train_throughput(
     return batch_tokens * (len(measured) - 1) / (measured[-1] - measured[0])
 
 
+# --- per-document attention on packed rows (ProLong §A.3, Table 15) --------------------------------
+
+
+def packed_row_times(
+    config, rows: list[dict], impls=("sdpa", attention.VARLEN), repeats: int = 2, bf16=False
+) -> pd.DataFrame:
+    """Seconds of one forward + backward pass per packed training row (one row per micro-batch),
+    for each attention implementation, on the same weights: ``sdpa`` computes every pair of the
+    row under transformers' document mask, :data:`lcx.attention.VARLEN` each document alone.
+    The fastest of ``repeats`` passes after one warm-up. Columns: row, impl, seconds, tokens,
+    documents, sum_sq (the sum of squared document lengths, ProLong's reordering key)."""
+    torch.set_flush_denormal(True)
+    out = []
+    for impl in impls:
+        model = models.new_model(
+            config.__class__(**{**config.to_dict(), "attn_implementation": impl})
+        )
+        model.train()
+        for i, row in enumerate([rows[0], *rows]):  # the first pass warms up
+            spans = attention.document_spans(row["position_ids"])
+            inputs = attention.packed_inputs(row["input_ids"][None], row["position_ids"][None])
+            best = math.inf
+            for _ in range(repeats if i else 1):
+                start = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(**inputs).logits
+                logits.float().logsumexp(-1).mean().backward()
+                best = min(best, time.perf_counter() - start)
+                model.zero_grad(set_to_none=True)
+            if i:
+                out.append(
+                    {
+                        "row": i - 1,
+                        "impl": impl,
+                        "seconds": best,
+                        "tokens": len(row["input_ids"]),
+                        "documents": len(spans),
+                        "sum_sq": sum((e - s) ** 2 for s, e in spans),
+                    }
+                )
+    return pd.DataFrame(out)
+
+
 # --- attention implementation vs throughput and peak memory (T6) -----------------------------------
 
 ATTENTION_ORDER = ("eager", "sdpa", "flash_attention_2")  # the paper's baseline first

@@ -58,3 +58,9 @@ def save_figure(fig, directory: Path, name: str) -> Path:
     path = Path(directory) / f"{name}.png"
     fig.savefig(path, dpi=150, bbox_inches="tight")
     return path
+
+
+def load_metrics(chapter: str, profile: str) -> dict | None:
+    """The ``metrics.json`` another chapter last wrote on ``profile`` (None if it has not run)."""
+    path = results_root() / profile / chapter / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None

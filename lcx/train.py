@@ -753,6 +753,13 @@ def _quiet_weights(fn):
 
 
 @_quiet_weights
+def find_run(name: str) -> Path | None:
+    """The finished run folder called ``name`` (a run's ``.name``, as chapters record them in their
+    metrics) in this cache, or None: how a chapter reuses another chapter's models."""
+    folder = cache.cache_root() / "run" / name
+    return folder if (folder / "model").is_dir() else None
+
+
 def load_run(folder: Path, **kw) -> LlamaForCausalLM:
     from .models import install_xpos
 

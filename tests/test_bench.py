@@ -145,3 +145,20 @@ def test_method_step_full_finetuning_grows_memory_more_than_lora(one_thread):
     assert math.isfinite(qlora["tokens_per_s"]) and qlora["peak_mb"] > 0
     with pytest.raises(ValueError, match="method"):
         bench.attention_step("tiny", 64, "sdpa", method="adapters")
+
+
+def test_packed_row_times_cover_each_row_and_implementation():
+    from lcx import attention, models, train
+
+    config = models.tiny_config("tiny", 300, 64, 520.0)
+    rows = train.sft_rows(
+        [([1, *range(5, 5 + n - 2)], [3]) for n in (20, 30, 10, 60, 4)], 64, pad_id=0
+    )
+    times = bench.packed_row_times(config, rows, repeats=1)
+    assert sorted(set(times.impl)) == sorted(["sdpa", attention.VARLEN])
+    for _, t in times.groupby("impl"):
+        assert t.row.tolist() == list(range(len(rows))) and (t.seconds > 0).all()
+        spans = [attention.document_spans(r["position_ids"]) for r in rows]
+        assert t.documents.tolist() == [len(s) for s in spans]
+        assert t.sum_sq.tolist() == [sum((e - s) ** 2 for s, e in sp) for sp in spans]
+    assert times.sum_sq.iloc[0] == 20**2 + 30**2 + 10**2 + 4**2  # three documents and the padding

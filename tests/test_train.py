@@ -578,3 +578,12 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(tiny_setup):
     with pytest.raises(ValueError, match="micro_rows"):
         bad = dataclasses.replace(recipe, micro_rows=3)
         train.train(model, None, tok, bad, inputs=["x"], name="bad", rows=rows)
+
+
+def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
+    tok, t = tiny_setup
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    recipe = train.Recipe(seq_len=128, tokens=512, batch_tokens=512, lr=1e-3, save_every=1000)
+    run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="found")
+    assert train.find_run(run.name) == run
+    assert train.find_run("0123456789abcdef") is None
