@@ -514,3 +514,12 @@ def domain_stats(tokens):
         g.insert(0, "split", split)
         frames.append(g.reset_index())
     return pd.concat(frames, ignore_index=True)
+
+
+def ultrachat(split: str = "train_sft", name: str = "HuggingFaceH4/ultrachat_200k"):
+    """UltraChat's conversations (ProLong's SFT data) as a stream of message lists, from the hub
+    (gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.train.chat_rows`)."""
+    from datasets import load_dataset
+
+    for row in load_dataset(name, split=split, streaming=True):
+        yield row["messages"]

@@ -619,6 +619,44 @@ def chat_rows(
     return sft_rows(examples, seq_len, tokenizer.pad_token_id)[:n_rows]
 
 
+def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> list[dict]:
+    """SFT rows from chat conversations (lists of ``{"role", "content"}`` messages, as UltraChat's
+    ``messages`` column) rendered by the tokenizer's chat template, packed by :func:`sft_rows`:
+    every assistant message is a response with the loss on it; everything before it (system and
+    user turns, the template's markup) is prompt. ``conversations`` may be a stream: it is read
+    until ``n_rows`` rows are full."""
+
+    def render(messages, generation_prompt=False):
+        out = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=generation_prompt, tokenize=True
+        )
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    examples, total = [], 0
+    for messages in conversations:
+        turns, done = [], []
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prefix = render(messages[:i], generation_prompt=True)
+            full = render(messages[: i + 1])
+            if prefix[: len(done)] != done or full[: len(prefix)] != prefix:
+                raise ValueError(
+                    "the chat template does not render a conversation's prefixes stably"
+                )
+            turns.append((prefix[len(done) :], full[len(prefix) :]))
+            done = full
+        if turns:
+            examples.append(turns)
+            total += len(done)
+        if total >= n_rows * seq_len:
+            break
+    rows = sft_rows(examples, seq_len, tokenizer.pad_token_id)
+    if len(rows) < n_rows:
+        raise ValueError(f"the conversations filled {len(rows)} rows of {seq_len}, not {n_rows}")
+    return rows[:n_rows]
+
+
 # ProLong §5: its synthetic long instruction data is 40% QA, 30% RAG and 30% summarization.
 SYNTHETIC_LONG = {"self_instruct": 0.4, "multidoc_qa": 0.3, "summary": 0.3}
 

@@ -587,3 +587,30 @@ def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
     run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="found")
     assert train.find_run(run.name) == run
     assert train.find_run("0123456789abcdef") is None
+
+
+def test_chat_template_rows_train_on_every_assistant_message(tiny_setup):
+    """UltraChat-style messages through a chat template: the loss covers exactly the assistant
+    messages' tokens (and the template's end-of-turn markup after them), nothing the user wrote."""
+    tok, _ = tiny_setup
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    chat = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+        {"role": "assistant", "content": "Rome."},
+    ]
+    (row,) = train.chat_template_rows(iter([chat, chat]), tok, 1, 256)
+    ids, w = row["input_ids"].tolist(), row["loss_weights"].tolist()
+    rendered = tok.apply_chat_template(chat, tokenize=True)
+    rendered = list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
+    n = len(rendered)
+    assert ids[:n] == rendered and ids[n : 2 * n] == rendered  # two conversations packed
+    trained = tok.decode([t for t, x in zip(ids[:n], w[:n], strict=True) if x == 1])
+    assert "Paris." in trained and "Rome." in trained
+    assert "France" not in trained and "Italy" not in trained and "user" not in trained
+    with pytest.raises(ValueError, match="filled"):
+        train.chat_template_rows(iter([chat]), tok, 3, 256)
