@@ -384,9 +384,13 @@ def category_means(suite: pd.DataFrame) -> pd.DataFrame:
     return per_task.groupby(["category", "length"])["score"].mean().unstack("length")
 
 
-def short_perplexity(model, tokens, bos_id: int, max_len: int) -> dict:
+def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) -> dict:
     """Held-out NLL and perplexity on the short domain (sections of <= 2 KB), each document alone
-    up to ``max_len`` tokens: the short-text skill an extension must keep."""
+    up to ``max_len`` tokens: the short-text skill an extension must keep. Documents are packed up
+    to ``pack * max_len`` tokens per forward pass with their position ids restarting, so each
+    still attends only to itself (:mod:`lcx.attention`), as if run alone."""
+    from .attention import packed_inputs, position_ids
+
     docs = [
         [bos_id, *ids[: max_len - 1]]
         for ids, d in zip(tokens["input_ids"], tokens["domain"], strict=True)
@@ -394,10 +398,25 @@ def short_perplexity(model, tokens, bos_id: int, max_len: int) -> dict:
     ]
     if not docs:
         raise ValueError("no held-out short documents")
+    rows, row = [], []
+    for doc in docs:
+        if row and sum(map(len, row)) + len(doc) > pack * max_len:
+            rows.append(row)
+            row = []
+        row.append(doc)
+    rows.append(row)
+    model.eval()
     total, count = 0.0, 0
-    for doc in tqdm(docs, desc="short ppl", leave=False):  # unpadded: one document per forward
-        nll = token_nll(model, torch.tensor([doc]))
-        total, count = total + nll.sum().item(), count + nll.numel()
+    with torch.no_grad():
+        for row in tqdm(rows, desc="short ppl", leave=False):
+            ids = torch.tensor([[t for doc in row for t in doc]])
+            lengths = [len(doc) for doc in row]
+            logits = model(**packed_inputs(ids, position_ids(lengths)[None])).logits[0, :-1]
+            nll = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:], reduction="none")
+            starts = torch.tensor(lengths).cumsum(0)[:-1]  # targets that open the next document
+            keep = torch.ones_like(nll, dtype=torch.bool)
+            keep[starts - 1] = False
+            total, count = total + nll[keep].sum().item(), count + int(keep.sum())
     return {
         "docs": len(docs),
         "tokens": count,

@@ -320,11 +320,14 @@ def count_parameters(model, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # Llama-3 80K's adapted projections
+
+
 def add_lora(
     model,
     r: int,
     alpha: int,
-    targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+    targets=LORA_TARGETS,
     modules_to_save=(),
     dropout: float = 0.0,
 ):
@@ -511,7 +514,7 @@ def unsloth_lora(
     model,
     r: int,
     alpha: int,
-    targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+    targets=LORA_TARGETS,
     modules_to_save=(),
     dropout: float = 0.0,
     fast_language_model=None,

@@ -309,31 +309,16 @@ def test_qlora_run_trains_on_nf4_and_merges_a_low_rank_update(tiny_setup):
     assert log[-1]["loss"] < log[0]["loss"]
 
 
-def test_qlora_rejects_unknown_quantization(tiny_setup):
+@pytest.mark.parametrize(
+    "bad", [{"quantize": "int3"}, {"backend": "x"}], ids=["quantize", "backend"]
+)
+def test_lora_rejects_unknown_quantization_or_backend(tiny_setup, bad):
     tok, t = tiny_setup
     model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
     recipe = train.Recipe(
-        seq_len=128,
-        tokens=512,
-        batch_tokens=512,
-        lr=1e-2,
-        lora={"r": 2, "alpha": 4, "quantize": "int3"},
+        seq_len=128, tokens=512, batch_tokens=512, lr=1e-2, lora={"r": 2, "alpha": 4, **bad}
     )
-    with pytest.raises(ValueError, match="int3"):
-        train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "x"], name="bad")
-
-
-def test_lora_rejects_unknown_backend(tiny_setup):
-    tok, t = tiny_setup
-    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
-    recipe = train.Recipe(
-        seq_len=128,
-        tokens=512,
-        batch_tokens=512,
-        lr=1e-2,
-        lora={"r": 2, "alpha": 4, "backend": "x"},
-    )
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match=next(iter(bad))):
         train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "x"], name="bad")
 
 
