@@ -790,7 +790,6 @@ def _quiet_weights(fn):
     return quiet
 
 
-@_quiet_weights
 def find_run(name: str) -> Path | None:
     """The finished run folder called ``name`` (a run's ``.name``, as chapters record them in their
     metrics) in this cache, or None: how a chapter reuses another chapter's models."""
@@ -798,6 +797,7 @@ def find_run(name: str) -> Path | None:
     return folder if (folder / "model").is_dir() else None
 
 
+@_quiet_weights
 def load_run(folder: Path, **kw) -> LlamaForCausalLM:
     from .models import install_xpos
 
