@@ -117,6 +117,8 @@ def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None
     rng = random.Random(recipe.seed)
     weights = {d: w for d, w in recipe.mixture.items() if w > 0}
     by_domain = {d: [] for d in weights}
+    if hasattr(tokens, "select_columns"):  # a datasets.Dataset: read the two columns at once
+        tokens = tokens.select_columns(["input_ids", "domain"]).to_dict()
     for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
         if domain in by_domain and len(ids) >= recipe.min_doc_tokens:
             by_domain[domain].append(ids)
