@@ -182,6 +182,20 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``), so the step's tensors
+    show up as RSS growth instead of silently reusing memory the process freed before measuring
+    (which made the growth vary from run to run). A no-op where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _maxrss_kib() -> float:
     """``ru_maxrss`` in KiB (Linux reports KiB, macOS bytes)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -243,6 +257,7 @@ def _attention_measure(
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev) / 2**20
     else:
+        _trim_heap()
         reset = _reset_peak_rss()
         base = (_status_kib("VmRSS") or _maxrss_kib()) / 1024
     start = None
