@@ -109,21 +109,27 @@ def packed_row_times(
     The fastest of ``repeats`` passes after one warm-up. Columns: row, impl, seconds, tokens,
     documents, sum_sq (the sum of squared document lengths, ProLong's reordering key)."""
     torch.set_flush_denormal(True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out = []
     for impl in impls:
         model = models.new_model(
             config.__class__(**{**config.to_dict(), "attn_implementation": impl})
         )
-        model.train()
+        model.to(device).train()
         for i, row in enumerate([rows[0], *rows]):  # the first pass warms up
             spans = attention.document_spans(row["position_ids"])
-            inputs = attention.packed_inputs(row["input_ids"][None], row["position_ids"][None])
+            inputs = attention.packed_inputs(
+                row["input_ids"][None].to(device), row["position_ids"][None].to(device)
+            )
             best = math.inf
             for _ in range(repeats if i else 1):
+                sync()
                 start = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(**inputs).logits
                 logits.float().logsumexp(-1).mean().backward()
+                sync()
                 best = min(best, time.perf_counter() - start)
                 model.zero_grad(set_to_none=True)
             if i:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
+import itertools
 import json
 import re
 import struct
@@ -516,10 +517,13 @@ def domain_stats(tokens):
     return pd.concat(frames, ignore_index=True)
 
 
-def ultrachat(split: str = "train_sft", name: str = "HuggingFaceH4/ultrachat_200k"):
-    """UltraChat's conversations (ProLong's SFT data) as a stream of message lists, from the hub
-    (gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.train.chat_rows`)."""
+def ultrachat(seed: int = 0, split: str = "train_sft", name: str = "HuggingFaceH4/ultrachat_200k"):
+    """UltraChat's conversations (ProLong's SFT data) as an endless stream of message lists from the
+    hub, reshuffled by ``seed`` each epoch (ProLong's 1B SFT tokens are several epochs of it; the
+    gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.train.chat_rows`)."""
     from datasets import load_dataset
 
-    for row in load_dataset(name, split=split, streaming=True):
-        yield row["messages"]
+    stream = load_dataset(name, split=split, streaming=True)
+    for epoch in itertools.count():
+        for row in stream.shuffle(seed=seed + epoch, buffer_size=10_000):
+            yield row["messages"]

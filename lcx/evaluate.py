@@ -398,9 +398,11 @@ def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) ->
     ]
     if not docs:
         raise ValueError("no held-out short documents")
+    # at most ~64M logits per pass (256 MB in fp32): a large vocabulary packs fewer documents
+    budget = max(max_len, min(pack * max_len, (1 << 26) // model.config.vocab_size))
     rows, row = [], []
     for doc in docs:
-        if row and sum(map(len, row)) + len(doc) > pack * max_len:
+        if row and sum(map(len, row)) + len(doc) > budget:
             rows.append(row)
             row = []
         row.append(doc)

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -263,6 +264,18 @@ class LcxTrainer(Trainer):
         self.recipe = recipe
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weight
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """One optimizer step's micro-batches and their total loss weight. Defined here so the
+        weight stays :meth:`_get_num_items_in_batch`'s even when Unsloth, on import, patches
+        ``Trainer.get_batch_samples`` with its own count (labels only, weights ignored)."""
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        return batch_samples, self._get_num_items_in_batch(batch_samples, device)
+
     def _get_num_items_in_batch(self, batch_samples, device):
         """The loss weight of the whole optimizer step (every micro-batch, every device): each
         micro-batch's weighted loss sum is divided by it, so the step's loss is the token average
@@ -300,6 +313,11 @@ class LcxTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def data_parallel_size() -> int:
+    """Ranks sharing each optimizer step (``WORLD_SIZE`` under torchrun/accelerate, else 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     """The recipe as ``TrainingArguments`` (the row count per step is ``batch_tokens / seq_len``)."""
     schedule = {
@@ -314,7 +332,7 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
         max_steps=recipe.steps,
         per_device_train_batch_size=recipe.micro_rows or recipe.rows_per_step,
         gradient_accumulation_steps=recipe.rows_per_step
-        // (recipe.micro_rows or recipe.rows_per_step),
+        // ((recipe.micro_rows or recipe.rows_per_step) * data_parallel_size()),
         learning_rate=recipe.lr,
         lr_scheduler_type=schedule[recipe.schedule],
         lr_scheduler_kwargs={"min_lr_rate": recipe.min_lr_ratio}
@@ -365,11 +383,11 @@ def train(
     resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
-    if recipe.micro_rows is not None and (
-        recipe.micro_rows < 1 or recipe.rows_per_step % recipe.micro_rows
-    ):
+    per_pass = (recipe.micro_rows or recipe.rows_per_step) * data_parallel_size()
+    if (recipe.micro_rows is not None and recipe.micro_rows < 1) or recipe.rows_per_step % per_pass:
         raise ValueError(
-            f"micro_rows={recipe.micro_rows} must divide the {recipe.rows_per_step} rows per step"
+            f"micro_rows={recipe.micro_rows} x {data_parallel_size()} ranks must divide the "
+            f"{recipe.rows_per_step} rows per step"
         )
     lora = recipe.lora or {}
     if lora.get("quantize") not in (None, "nf4"):
@@ -422,15 +440,18 @@ def train(
             recipe=recipe,
         )
         trainer.train(resume_from_checkpoint=last_checkpoint(work))
-        if recipe.lora and backend == "peft" and quantize:
-            from .models import merge_lora
+        if recipe.lora and backend == "unsloth":
+            # Unsloth's base exists only in 4 bits: its 16-bit merge dequantizes the base and adds
+            # the update there (merging into the 4-bit weights would round most of it away)
+            net.save_pretrained_merged(str(folder / "model"), tokenizer, save_method="merged_16bit")
+        else:
+            if recipe.lora and quantize:
+                from .models import merge_lora
 
-            net = merge_lora(model, net, lora)
-        elif (
-            recipe.lora
-        ):  # Unsloth's base is 4-bit only: peft merges into it (dequantize, add, requantize)
-            net = net.merge_and_unload()
-        net.save_pretrained(folder / "model")
+                net = merge_lora(model, net, lora)
+            elif recipe.lora:
+                net = net.merge_and_unload()
+            net.save_pretrained(folder / "model")
         log = [e for e in trainer.state.log_history if "loss" in e]
         (folder / "log.json").write_text(json.dumps(log))
         (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
@@ -648,7 +669,7 @@ def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> l
                 )
             turns.append((prefix[len(done) :], full[len(prefix) :]))
             done = full
-        if turns:
+        if turns and len(done) <= seq_len:  # longer ones would be dropped by sft_rows
             examples.append(turns)
             total += len(done)
         if total >= n_rows * seq_len:

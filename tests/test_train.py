@@ -331,7 +331,7 @@ class FakeFastLanguageModel:
     @classmethod
     def get_peft_model(cls, model, **kw):
         cls.calls.append(kw)
-        return models.add_lora(
+        peft_model = models.add_lora(
             model,
             kw["r"],
             kw["lora_alpha"],
@@ -339,6 +339,13 @@ class FakeFastLanguageModel:
             kw["modules_to_save"] or (),
             kw["lora_dropout"],
         )
+
+        def save_pretrained_merged(path, tokenizer, save_method):  # Unsloth's 16-bit merge
+            cls.calls.append({"save_method": save_method})
+            peft_model.merge_and_unload().save_pretrained(path)
+
+        peft_model.save_pretrained_merged = save_pretrained_merged
+        return peft_model
 
 
 def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_setup, monkeypatch):
@@ -365,7 +372,8 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
         )
         run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name=backend)
         merged[backend] = train.load_run(run).state_dict()
-    (call,) = FakeFastLanguageModel.calls
+    call, saved = FakeFastLanguageModel.calls
+    assert saved == {"save_method": "merged_16bit"}  # merged in 16 bits, not into the 4-bit base
     assert call["use_gradient_checkpointing"] == "unsloth"
     assert (
         call["r"] == 4 and call["lora_alpha"] == 8 and call["modules_to_save"] == ["embed_tokens"]
@@ -531,7 +539,10 @@ def test_loading_a_run_prints_no_weight_bars_and_restores_them(tmp_path, capfd):
     assert "Loading weights" in capfd.readouterr().err  # (the bar this hides)
 
 
-def test_gradient_accumulation_keeps_the_loss_token_averaged(tiny_setup):
+@pytest.mark.parametrize("unsloth_patch", [False, True], ids=["plain", "unsloth-patched"])
+def test_gradient_accumulation_keeps_the_loss_token_averaged(
+    tiny_setup, monkeypatch, unsloth_patch
+):
     """ProLong §A.3: rows with very different numbers of answer tokens, trained as one batch per
     step or as micro-batches of one row with gradient accumulation, give the same model (the loss
     is averaged over the step's answer tokens). Averaging micro-batch means instead would weight a
@@ -548,7 +559,15 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(tiny_setup):
     rows = train.sft_rows(examples, 128, tok.pad_token_id)
     assert len(rows) == 8
     finals, logs = {}, {}
-    for micro in (None, 1):
+    for micro in (None, 1):  # one batch a step (the reference), then one row per micro-batch
+        if micro and unsloth_patch:  # as Unsloth's import does: a count of labels, weights ignored
+            from transformers import Trainer
+
+            def counted_by_labels(self, epoch_iterator, num_batches, device):
+                batches = [next(epoch_iterator) for _ in range(num_batches)]
+                return batches, sum((b["labels"][:, 1:] != -100).sum() for b in batches)
+
+            monkeypatch.setattr(Trainer, "get_batch_samples", counted_by_labels)
         recipe = train.Recipe(
             seq_len=128, tokens=128 * 4 * 2, batch_tokens=128 * 4, lr=1e-2, micro_rows=micro
         )
@@ -563,6 +582,9 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(tiny_setup):
     with pytest.raises(ValueError, match="micro_rows"):
         bad = dataclasses.replace(recipe, micro_rows=3)
         train.train(model, None, tok, bad, inputs=["x"], name="bad", rows=rows)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # 4 rows a step cannot split over 3 ranks
+    with pytest.raises(ValueError, match="3 ranks"):
+        train.train(model, None, tok, recipe, inputs=["x"], name="bad", rows=rows)
 
 
 def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
