@@ -121,17 +121,6 @@ def memory_plan(
 # --- packed rows on data-parallel devices (ProLong §A.3, Table 15) ---------------------------------
 
 
-def row_flops(config, doc_lengths, varlen: bool = True, include_head: bool = True) -> float:
-    """Training FLOPs of one packed row of documents ``doc_lengths``: 6 N per token, plus attention
-    over each document alone (``varlen``: FlashAttention's variable-length kernel) or over every
-    pair of the whole row (full attention, where a document mask only zeroes scores already
-    computed), with :func:`flops_per_token`'s attention term."""
-    tokens = sum(doc_lengths)
-    pairs = sum(n * n for n in doc_lengths) if varlen else tokens * tokens
-    per_pair = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim
-    return 6 * non_embedding_parameters(config, include_head) * tokens + per_pair * pairs
-
-
 def reorder_minibatches(doc_lengths: list[list[int]]) -> list[int]:
     """ProLong's minibatch reordering: the order of one optimizer step's minibatches by the sum of
     their documents' squared lengths, so the minibatches that run side by side on the devices cost

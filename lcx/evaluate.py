@@ -427,6 +427,18 @@ def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) ->
     }
 
 
+def memo_short_perplexity(load, key: str, tokens, bos_id: int, max_len: int) -> float:
+    """:func:`short_perplexity` of the model ``load()`` returns on ``tokens["test"]``, cached by
+    the model's key (``key``) and ``tokens.key`` (:func:`memo`), so a warm rerun loads nothing."""
+    t = memo(
+        "short-ppl",
+        {"max_len": max_len},
+        [key, tokens.key],
+        lambda: pd.DataFrame([short_perplexity(load(), tokens["test"], bos_id, max_len)]),
+    )
+    return float(t["ppl"].iloc[0])
+
+
 def retention(
     model,
     tokenizer,

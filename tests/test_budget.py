@@ -66,19 +66,6 @@ def test_memory_plan_counts_by_hand_and_lora_matches_peft():
         budget.memory_plan(cfg, T, "adapter")
 
 
-def test_row_flops_count_pairs_within_documents_or_the_whole_row():
-    cfg = models.tiny_config("tiny", 512, 128, 520.0)
-    per_token = budget.flops_per_token(cfg, 0, include_head=True)
-    per_pair = budget.flops_per_token(cfg, 1) - budget.flops_per_token(cfg, 0)
-    assert budget.row_flops(cfg, [100, 28]) == pytest.approx(
-        128 * per_token + (100**2 + 28**2) * per_pair
-    )
-    assert budget.row_flops(cfg, [100, 28], varlen=False) == pytest.approx(
-        128 * per_token + 128**2 * per_pair
-    )
-    assert budget.row_flops(cfg, [128]) == budget.row_flops(cfg, [128], varlen=False)
-
-
 def test_reordering_minimizes_the_step_time_of_any_order():
     """Sorting by the sum of squared lengths and dealing consecutive minibatches to the devices
     gives the smallest step time over every order (brute force over 8 minibatches, 2 devices)."""
