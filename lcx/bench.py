@@ -157,6 +157,7 @@ ATTENTION_COLUMNS = (
     "tokens_per_s",
     "peak_mb",
     "peak_rss_mb",
+    "saved_mb",
     "oom",
 )
 
@@ -202,6 +203,31 @@ def _trim_heap() -> None:
         pass
 
 
+class SavedForBackward(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the memory autograd keeps for backward while the context is open: the distinct
+    storages of every tensor an operation saves (``saved_tensors_hooks``; a storage saved twice,
+    a parameter say, counts once). This is the activation memory that grows with the context, and
+    eager attention's B x H x T x T probabilities are in it; unlike resident memory it does not
+    depend on what the allocator happens to reuse. Tensors saved inside gradient-checkpointed
+    blocks are not kept, and are not counted (checkpointing installs its own hooks there).
+
+    ``.mb`` after the context: the total in MiB."""
+
+    def __init__(self):
+        self.storages: dict[tuple, int] = {}
+
+        def pack(tensor):
+            storage = tensor.untyped_storage()
+            self.storages[(tensor.device.type, storage.data_ptr())] = storage.nbytes()
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
+
+    @property
+    def mb(self) -> float:
+        return sum(self.storages.values()) / 2**20
+
+
 def _maxrss_kib() -> float:
     """``ru_maxrss`` in KiB (Linux reports KiB, macOS bytes)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -242,11 +268,11 @@ def _attention_measure(
     used = {layer.self_attn.config._attn_implementation for layer in model.model.layers}
     if model.config._attn_implementation != impl or used != {impl}:
         raise RuntimeError(f"asked for {impl!r} attention, the model uses {used}")
-    if checkpointing:
-        model.gradient_checkpointing_enable({"use_reentrant": False})
     if method != "full":  # Llama-3 80K: adapters on q, k, v, o and the embeddings trained in full
         base = models.quantize_nf4(model) if method == "qlora" else model
         model = models.add_lora(base, lora_r, 2 * lora_r, modules_to_save=["embed_tokens"]).train()
+    if checkpointing:  # after quantizing: the 4-bit copy is a new model
+        model.gradient_checkpointing_enable({"use_reentrant": False})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.randint(vocab, (batch_rows, seq_len), generator=torch.Generator().manual_seed(0))
     ids = ids.to(dev)
@@ -271,7 +297,8 @@ def _attention_measure(
         if step == 1:
             sync()
             start = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        saved = SavedForBackward()
+        with saved, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
@@ -292,6 +319,7 @@ def _attention_measure(
         "tokens_per_s": batch_rows * seq_len * (steps - 1) / elapsed,
         "peak_mb": peak - base,
         "peak_rss_mb": peak,
+        "saved_mb": saved.mb,
         "base_mb": base,
         "memory": source,
         "device": str(dev),
@@ -397,7 +425,12 @@ def attention_step(
       moment buffers (created lazily at the first step), plus allocator slack. ``peak_rss_mb`` =
       the absolute peak RSS of the child, interpreter and libraries included.
 
-    Returns ``{"impl", "seq_len", "tokens_per_s", "peak_mb", "peak_rss_mb"}`` plus ``base_mb``,
+    ``saved_mb``: what autograd keeps for backward in the last step's forward, counted exactly
+    (:class:`SavedForBackward`: parameters included, optimizer state and gradients not). Resident
+    memory also moves with what the allocator reuses (a few MB between runs at the tiny sizes);
+    this does not, and it is where eager attention's T x T probabilities show.
+
+    Returns ``{"impl", "seq_len", "tokens_per_s", "peak_mb", "peak_rss_mb", "saved_mb"}`` plus ``base_mb``,
     ``memory`` (which counter) and ``device``. Raises ``ValueError`` for an unknown ``impl``,
     ``RuntimeError`` for one not available here (:func:`lcx.attention.pick`), and
     ``torch.OutOfMemoryError`` when the step runs out of memory (on CPU: an allocation failure in
@@ -450,11 +483,12 @@ def attention_table(
     ones that are not available here are skipped with a warning, unknown names raise ValueError.
     ``kw`` goes to :func:`attention_step` (``batch_rows``, ``steps``, ``vocab``, ``bf16``). Each
     cell runs in its own process on CPU. A cell that runs out of memory is the paper's "OOM" entry:
-    ``tokens_per_s``, ``peak_mb`` and ``peak_rss_mb`` are NaN and ``oom`` is True.
+    ``tokens_per_s``, ``peak_mb``, ``peak_rss_mb`` and ``saved_mb`` are NaN and ``oom`` is True.
 
     One row per (impl, length), impl-major, with columns :data:`ATTENTION_COLUMNS`: ``size``,
     ``impl``, ``seq_len``, ``multiple`` (= seq_len / window), ``tokens_per_s``, ``peak_mb`` (growth
-    over the post-setup baseline), ``peak_rss_mb`` (absolute) and ``oom``.
+    over the post-setup baseline), ``peak_rss_mb`` (absolute), ``saved_mb`` (kept for backward,
+    :class:`SavedForBackward`) and ``oom``.
     """
     import warnings
 
@@ -490,6 +524,7 @@ def attention_table(
                 "tokens_per_s": result.get("tokens_per_s", math.nan),
                 "peak_mb": result.get("peak_mb", math.nan),
                 "peak_rss_mb": result.get("peak_rss_mb", math.nan),
+                "saved_mb": result.get("saved_mb", math.nan),
                 "oom": oom,
             }
         )
