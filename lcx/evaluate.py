@@ -461,9 +461,12 @@ def retention(
 
 def memo(kind: str, config: dict, inputs: list[str], compute) -> pd.DataFrame:
     """An evaluation table cached like any artifact (:func:`lcx.cache.cached`): keyed by ``kind``,
-    its parameters ``config`` and the keys of what it evaluates (``inputs``, e.g. the model's run
-    folder name), so a warm chapter rerun skips the evaluation and gets the same table."""
+    its parameters ``config``, the keys of what it evaluates (``inputs``, e.g. the model's run
+    folder name) and the task generators' version (:data:`lcx.tasks.VERSION`), so a warm chapter
+    rerun skips the evaluation and gets the same table, and a changed generator does not."""
     from . import cache
+
+    config = {**config, "tasks_version": tasks.VERSION}
 
     def build(folder):
         compute().to_parquet(folder / "table.parquet")  # exact floats and dtypes

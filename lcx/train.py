@@ -403,6 +403,8 @@ def train(
     }
     if rows is not None:
         config["rows"] = rows_key(rows)
+    elif recipe.formats:  # rows made here by the task generators: their version is in the key
+        config["tasks"] = tasks.VERSION
     work = cache.cache_root() / "work" / f"{name}-{cache.key('run', config, inputs)}"
 
     @_quiet_weights

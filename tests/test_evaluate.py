@@ -187,6 +187,9 @@ def test_memo_caches_tables_by_config_and_inputs(tmp_path, monkeypatch):
     evaluate.memo("t", {"n": 2}, ["model-a"], compute)
     evaluate.memo("t", {"n": 1}, ["model-b"], compute)
     assert len(calls) == 3 and a.equals(b) and b.score[1] == 1 / 3
+    monkeypatch.setattr(tasks, "VERSION", tasks.VERSION + 1)  # a changed task generator
+    evaluate.memo("t", {"n": 1}, ["model-a"], compute)
+    assert len(calls) == 4
 
 
 def test_scored_perplexity_scores_the_same_tokens_at_every_length(tiny):

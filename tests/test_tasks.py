@@ -281,3 +281,47 @@ def test_long_qa_conversations_answer_from_their_context(tiny, family):
     assert len(seen) >= (2 if family == "biography" else 4)
     with pytest.raises(ValueError, match="family"):
         tasks.long_qa(tok, 1500, 0, "train", pool, "gossip")
+
+
+@pytest.mark.parametrize(
+    "text, title",
+    [
+        (
+            "NAME\nls - list directory contents\n\nSYNOPSIS\nls [OPTION]...",
+            "ls - list directory contents",
+        ),
+        (
+            "=head1 NAME\n\nperl - The Perl 5 language interpreter\n\n=head1 SYNOPSIS",
+            "perl - The Perl 5 language interpreter",
+        ),
+        (
+            "=encoding utf8\n\n=head1 NAME\n\nperldebtut - Perl debugging tutorial\n\nA tutorial.",
+            "perldebtut - Perl debugging tutorial",
+        ),
+        (
+            ".. highlight:: c\n\n.. _setobjects:\n\nSet Objects\n-----------\n\nThis section",
+            "Set Objects",
+        ),
+        ("Chapter 1\n\nThe song of songs", "Chapter 1"),
+        ("# The Jargon File\n\n(version 4.4.7)", "The Jargon File"),
+    ],
+)
+def test_title_line_skips_markup_and_name_headers(text, title):
+    got, rest = tasks.title_line(text)
+    assert got == title
+    assert title not in rest and rest.strip()  # the title is cut out of what the model reads
+
+
+def test_summary_of_a_man_page_asks_for_its_name_line(setup):
+    """Man pages open with a NAME header: the target is the line under it, and it is cut out."""
+    tok = setup[0]
+    body = " ".join(f"The tool reads option {k} and writes a report." for k in range(60))
+    docs = [
+        tok(f"NAME\ntool{i} - report on item {i}\n\nDESCRIPTION\n{body}")["input_ids"]
+        for i in range(5)
+    ]
+    pool = tasks.Pool(tok, docs)
+    for seed in range(5):
+        ex = tasks.generate("summary", tok, 256, None, seed, "test", pool)
+        assert re.fullmatch(r"tool\d - report on item \d", ex.answer), ex.answer
+        assert "report on item" not in tok.decode(ex.prompt_ids)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcx import data, models, train
+from lcx import data, models, tasks, train
 
 RUN = """
 import sys
@@ -523,6 +523,23 @@ def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, 
     a = train.train(train.load_run(first), t, tok, cont, inputs=[t.key, first.name], name="b")
     b = train.train(train.load_run(copy), t, tok, cont, inputs=[t.key, first.name], name="b")
     assert a == b
+
+
+def test_runs_on_format_rows_key_on_the_task_generators_version(tiny_setup, monkeypatch):
+    """Rows packed here from the task generators are not hashed, so the generators' version is
+    in the key: bumping it retrains a run with formats, and only such a run."""
+    tok, t = tiny_setup
+    plain = train.Recipe(seq_len=128, tokens=128 * 2, batch_tokens=128 * 2, lr=1e-3, save_every=9)
+    with_formats = dataclasses.replace(plain, formats={"passkey": 0.5})
+
+    def run(recipe):
+        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+        return train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="v")
+
+    before = run(plain), run(with_formats)
+    monkeypatch.setattr(tasks, "VERSION", tasks.VERSION + 1)
+    after = run(plain), run(with_formats)
+    assert before[0] == after[0] and before[1] != after[1]
 
 
 def test_loading_a_run_prints_no_weight_bars_and_restores_them(tmp_path, capfd):
