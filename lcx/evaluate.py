@@ -260,6 +260,21 @@ def greedy(
     return out
 
 
+@torch.no_grad()
+def answer_accuracy(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    """Teacher-forced accuracy of the gold answer: the share of its tokens that are the model's
+    top prediction given the prompt and the answer's earlier tokens. A graded reading of the same
+    example, for models whose generated answers are all wrong (a tiny model that gets 7 of 8
+    digits scores 0 on exact match and 0.88 here). Logits only for the answer's positions."""
+    if not answer_ids:
+        raise ValueError("the example has no answer tokens")
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor([[*prompt_ids, *answer_ids]], device=device)
+    logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1).logits[0, :-1]
+    return (logits.argmax(-1).cpu() == torch.tensor(answer_ids)).float().mean().item()
+
+
 def score(example: tasks.Example, prediction: str) -> dict[str, float]:
     """Every metric that applies to ``example``'s task (:mod:`lcx.metrics`); the task's headline
     metric is ``tasks.TASKS[task].metric``."""
@@ -300,7 +315,8 @@ def evaluate_suite(
     max_prompt: int | None = None,
 ) -> pd.DataFrame:
     """The probe suite: ``n_per_cell`` examples per task x length (split evenly over ``depths`` for
-    tasks with a depth axis, the same seeds at every depth), greedy-decoded and scored. Returns a tidy table, one row per cell and metric: task, category,
+    tasks with a depth axis, the same seeds at every depth), greedy-decoded and scored; every
+    task also gets ``answer_acc`` (:func:`answer_accuracy`, not a headline metric). Returns a tidy table, one row per cell and metric: task, category,
     length, depth, metric, headline (the task's main metric), score (mean), low/high (95%
     interval: Wilson for 0/1 scores, t otherwise) and n. Depth cells share seeds, so the same
     haystack is reused across depths. ``examples_out`` collects (example, prediction) pairs.
@@ -353,7 +369,10 @@ def evaluate_suite(
         preds = [
             tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in new
         ]
-        per_example = [score(e, p) for e, p in zip(exs, preds, strict=True)]
+        per_example = [
+            {**score(e, p), "answer_acc": answer_accuracy(model, prompt, e.answer_ids)}
+            for e, p, prompt in zip(exs, preds, prompts, strict=True)
+        ]
         if examples_out is not None:
             examples_out.extend(zip(exs, preds, strict=True))
         for name in per_example[0]:
@@ -376,10 +395,18 @@ def evaluate_suite(
     return pd.DataFrame(rows)
 
 
-def category_means(suite: pd.DataFrame) -> pd.DataFrame:
+def category_means(suite: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """HELMET's macro-average (ProLong Table 10): headline scores averaged over depths per task,
-    then over the tasks of each category, per length."""
-    head = suite[suite["headline"].astype(bool)]
+    then over the tasks of each category, per length. ``metric`` (e.g. ``"answer_acc"``): that
+    metric of every task instead of the headlines."""
+    if metric is None:
+        head = suite[suite["headline"].astype(bool)]
+    else:
+        head = suite[suite["metric"] == metric]
+        if head.empty:
+            raise ValueError(
+                f"no {metric!r} rows; metrics here: {sorted(suite.metric.dropna().unique())}"
+            )
     per_task = head.groupby(["category", "task", "length"], as_index=False)["score"].mean()
     return per_task.groupby(["category", "length"])["score"].mean().unstack("length")
 

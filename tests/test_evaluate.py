@@ -149,8 +149,35 @@ def test_evaluate_suite_table_and_category_means(tiny):
     assert list(means.columns) == [256, 384] and set(means.index) == {"recall", "icl"}
     recall = head[head.category == "recall"].groupby(["task", "length"]).score.mean()
     assert means.loc["recall", 384] == pytest.approx(recall.xs(384, level="length").mean())
+    tf = suite[suite.metric == "answer_acc"]
+    assert not tf.headline.any() and len(tf) == len(head)  # one per cell, never the headline
+    tf_means = evaluate.category_means(suite, "answer_acc")
+    assert tf_means.loc["icl", 256] == pytest.approx(
+        tf[(tf.task == "icl") & (tf.length == 256)].score.item()
+    )
+    with pytest.raises(ValueError, match="no 'rouge' rows"):
+        evaluate.category_means(suite, "rouge")
     with pytest.raises(ValueError, match="unknown tasks"):
         evaluate.evaluate_suite(model, tok, ["nope"], [128], 1)
+
+
+def test_answer_accuracy_is_the_share_of_answer_tokens_the_model_predicts(tiny):
+    """The model's own greedy continuation scores 1; tokens it never predicts score 0; a mix scores
+    the share, checked against argmax over a plain forward of the whole sequence."""
+    tok, _ = tiny
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).eval()
+    prompt = tok("The pass key is hidden in the text.")["input_ids"]
+    own = evaluate.greedy(model, [prompt], 6, tok.pad_token_id)[0]
+    assert evaluate.answer_accuracy(model, prompt, own) == 1.0
+    wrong = [(t + 1) % len(tok) for t in own]  # never the argmax at its position
+    assert evaluate.answer_accuracy(model, prompt, wrong) == 0.0
+    mixed = [*own[:3], *wrong[3:]]
+    with torch.no_grad():
+        top = model(input_ids=torch.tensor([prompt + mixed])).logits[0].argmax(-1)
+    expected = np.mean([top[len(prompt) - 1 + i].item() == mixed[i] for i in range(6)])
+    assert evaluate.answer_accuracy(model, prompt, mixed) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no answer"):
+        evaluate.answer_accuracy(model, prompt, [])
 
 
 def test_short_perplexity_matches_a_plain_forward(tiny):
