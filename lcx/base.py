@@ -130,10 +130,15 @@ def recipe(profile: str, seed: int = 0, stage: int = 1) -> train.Recipe:
     )
 
 
-def corpus_tokens(profile: str):
-    """(tokenizer, tokenized corpus) for ``profile`` (both cached)."""
+def corpus_tokens(profile: str, name: str = "llama2"):
+    """(tokenizer, tokenized corpus) for ``profile`` (both cached): the tokenizer trained on the
+    corpus (tiny/cpu), or base model ``name``'s checkpoint tokenizer (gpu/paper)."""
+    check("base model", name, tuple(BASES))
     corpus = data.load_corpus(profile)
-    tokenizer = models.load_tokenizer(profile, corpus)
+    if profile in ("gpu", "paper"):
+        tokenizer = models.load_tokenizer(profile, hub_name=BASES[name].paper_model)
+    else:
+        tokenizer = models.load_tokenizer(profile, corpus)
     return tokenizer, data.tokenize(corpus, tokenizer)
 
 
@@ -145,7 +150,7 @@ def base_model(profile: str, name: str = "llama2", seed: int = 0):
     if profile in ("gpu", "paper"):
         hub = BASES[name].paper_model
         return models.load_pretrained(hub), models.load_tokenizer(profile, hub_name=hub), []
-    tokenizer, tokens = corpus_tokens(profile)
+    tokenizer, tokens = corpus_tokens(profile, name)
     config = models.tiny_config(
         SETUP[profile]["size"], len(tokenizer), window(profile), rope_base(name, profile)
     )

@@ -129,7 +129,11 @@ def load_tokenizer(
 
         if hub_name is None:
             raise ValueError(f"profile {profile!r} loads the checkpoint's tokenizer: pass hub_name")
-        return AutoTokenizer.from_pretrained(hub_name)
+        tok = AutoTokenizer.from_pretrained(hub_name)
+        if tok.pad_token is None:  # Llama 2 and 3 ship none; lcx masks padding by position
+            tok.pad_token = tok.eos_token
+        tok.key = "hub-" + str(hub_name).strip("/").replace("/", "--")  # for cache keys
+        return tok
     if corpus is None:
         from .data import load_corpus
 

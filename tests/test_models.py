@@ -276,3 +276,42 @@ def test_unsloth_guard_detects_and_prevents_silent_interpolation(checkpoint):
         assert torch.equal(a, b)  # the same weights, only the positions changed
     with pytest.raises(RuntimeError, match="plain RoPE"):
         models.unsloth_model(str(path), 640, base, fast_language_model=FakeUnslothAlways)
+
+
+def test_checkpoint_tokenizer_gets_a_pad_token_and_a_cache_key(tmp_path):
+    """Llama 2 and 3 tokenizers have no pad token; the gpu path borrows EOS (padding is masked by
+    position) and keys caches on the checkpoint's name. A local folder stands in for the hub."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = models.train_tokenizer(["The pass key is 12345. " * 50], 300)
+    hub = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<|eos|>")
+    assert hub.pad_token is None
+    hub.save_pretrained(tmp_path / "org" / "model")
+    got = models.load_tokenizer("gpu", hub_name=str(tmp_path / "org" / "model"))
+    assert got.pad_token == "<|eos|>" and got.pad_token_id == got.eos_token_id
+    assert got.key.startswith("hub-") and "/" not in got.key
+    with pytest.raises(ValueError, match="hub_name"):
+        models.load_tokenizer("gpu")
+
+
+def test_corpus_tokens_on_gpu_tokenize_with_the_base_checkpoints_tokenizer(monkeypatch):
+    from lcx import base, data
+
+    asked = {}
+    monkeypatch.setattr(data, "load_corpus", lambda profile: "corpus")
+    monkeypatch.setattr(data, "tokenize", lambda corpus, tok: (corpus, tok))
+    monkeypatch.setattr(
+        models,
+        "load_tokenizer",
+        lambda profile, corpus=None, hub_name=None: (
+            asked.update(profile=profile, corpus=corpus, hub_name=hub_name) or "tok"
+        ),
+    )
+    assert base.corpus_tokens("gpu", "llama3") == ("tok", ("corpus", "tok"))
+    assert asked == {
+        "profile": "gpu",
+        "corpus": None,
+        "hub_name": "meta-llama/Meta-Llama-3-8B-Instruct",
+    }
+    base.corpus_tokens("cpu")
+    assert asked == {"profile": "cpu", "corpus": "corpus", "hub_name": None}
