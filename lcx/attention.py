@@ -59,9 +59,21 @@ def position_ids(doc_lengths: list[int], document_masking: bool = True) -> torch
     )
 
 
-def packed_inputs(input_ids: torch.Tensor, pos_ids: torch.Tensor) -> dict:
-    """Forward kwargs for a packed batch: position ids, no attention mask, and no KV cache."""
-    return {"input_ids": input_ids, "position_ids": pos_ids, "use_cache": False}
+def packed_inputs(
+    input_ids: torch.Tensor, pos_ids: torch.Tensor, seq_lengths: bool = False
+) -> dict:
+    """Forward kwargs for a packed batch: position ids, no attention mask, and no KV cache.
+
+    ``seq_lengths``: also ``packed_seq_lengths``, the length of every document of every row in
+    order (int32), which is how Unsloth's own forward learns where packed documents end (it builds
+    its block-causal mask from them, not from position resets)."""
+    out = {"input_ids": input_ids, "position_ids": pos_ids, "use_cache": False}
+    if seq_lengths:
+        lengths = [e - s for row in pos_ids for s, e in document_spans(row)]
+        out["packed_seq_lengths"] = torch.tensor(
+            lengths, dtype=torch.int32, device=input_ids.device
+        )
+    return out
 
 
 # --- Variable-length (per-document) attention, ProLong §A.3 -----------------------------------------

@@ -263,6 +263,10 @@ class LcxTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weight
+        # Unsloth's forward ignores position resets: it is told the document lengths instead
+        self.unsloth_documents = bool(
+            recipe and recipe.document_masking and (recipe.lora or {}).get("backend") == "unsloth"
+        )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """One optimizer step's micro-batches and their total loss weight. Defined here so the
@@ -300,7 +304,11 @@ class LcxTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
-        outputs = model(**attention.packed_inputs(inputs["input_ids"], inputs["position_ids"]))
+        outputs = model(
+            **attention.packed_inputs(
+                inputs["input_ids"], inputs["position_ids"], seq_lengths=self.unsloth_documents
+            )
+        )
         logits = outputs.logits[:, :-1].float()
         target, w = labels[:, 1:], weights[:, 1:] * (labels[:, 1:] != IGNORE)
         nll = torch.nn.functional.cross_entropy(
@@ -311,6 +319,21 @@ class LcxTrainer(Trainer):
         if num_items_in_batch is not None and self.args.world_size > 1:
             loss = loss * self.args.world_size  # data parallelism averages the ranks' gradients
         return (loss, outputs) if return_outputs else loss
+
+
+def _check_unsloth_packing() -> None:
+    """Document masking through Unsloth needs a release whose forward reads
+    ``packed_seq_lengths`` (``unsloth.utils.packing``, late 2025); older ones attend across the
+    packed documents of a row without a word, so they are refused."""
+    import importlib
+
+    try:
+        importlib.import_module("unsloth.utils.packing")
+    except ImportError as error:
+        raise ValueError(
+            "this Unsloth cannot mask packed documents (no unsloth.utils.packing): upgrade it, "
+            "use the peft backend, or set document_masking=False"
+        ) from error
 
 
 def data_parallel_size() -> int:
@@ -429,6 +452,8 @@ def train(
         if recipe.lora and backend == "unsloth":
             from .models import unsloth_lora
 
+            if recipe.document_masking:
+                _check_unsloth_packing()
             net = unsloth_lora(model, **lora)  # a model from models.unsloth_model, already 4-bit
         elif recipe.lora:
             from .models import add_lora, quantize_nf4

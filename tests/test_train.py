@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcx import data, models, tasks, train
+from lcx import attention, data, models, tasks, train
 
 RUN = """
 import sys
@@ -327,6 +327,7 @@ class FakeFastLanguageModel:
     settings (Unsloth adds fused kernels and offloaded checkpointing, not different maths)."""
 
     calls: list = []
+    forwards: list = []  # (position_ids, packed_seq_lengths) of each training forward
 
     @classmethod
     def get_peft_model(cls, model, **kw):
@@ -345,6 +346,12 @@ class FakeFastLanguageModel:
             peft_model.merge_and_unload().save_pretrained(path)
 
         peft_model.save_pretrained_merged = save_pretrained_merged
+
+        def record(module, args, kwargs):  # Unsloth's forward reads packed_seq_lengths
+            cls.forwards.append((kwargs["position_ids"], kwargs.pop("packed_seq_lengths")))
+            return args, kwargs
+
+        peft_model.register_forward_pre_hook(record, with_kwargs=True)
         return peft_model
 
 
@@ -357,7 +364,20 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
     monkeypatch.setitem(
         sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FakeFastLanguageModel)
     )
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    recipe = train.Recipe(
+        seq_len=128,
+        tokens=512,
+        batch_tokens=512,
+        lr=1e-2,
+        lora={"r": 2, "alpha": 4, "backend": "unsloth"},
+    )
+    with pytest.raises(ValueError, match="cannot mask packed documents"):  # an Unsloth without it
+        train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "u"], name="old-unsloth")
+    for name in ("unsloth.utils", "unsloth.utils.packing"):  # a release that reads the lengths
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     FakeFastLanguageModel.calls.clear()
+    FakeFastLanguageModel.forwards.clear()
     lora = {"r": 4, "alpha": 8, "modules_to_save": ["embed_tokens"]}
     merged = {}
     for backend in ("peft", "unsloth"):
@@ -369,6 +389,7 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
             lr=1e-2,
             save_every=1000,
             lora={**lora, "backend": backend} if backend == "unsloth" else lora,
+            mixture={"short": 1.0},  # short sections: several documents per row
         )
         run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name=backend)
         merged[backend] = train.load_run(run).state_dict()
@@ -385,6 +406,15 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
     )
     for k, v in merged["peft"].items():
         torch.testing.assert_close(merged["unsloth"][k], v, msg=k)
+    # Unsloth is told where each packed document ends: the lengths of the position-id runs
+    assert FakeFastLanguageModel.forwards
+    for position_ids, lengths in FakeFastLanguageModel.forwards:
+        spans = [e - s for row in position_ids for s, e in attention.document_spans(row)]
+        assert lengths.dtype == torch.int32 and lengths.tolist() == spans
+        assert sum(spans) == position_ids.numel()
+    assert any(
+        len(lengths) > len(position_ids) for position_ids, lengths in FakeFastLanguageModel.forwards
+    )
 
 
 def test_share_counts_sum_exactly_and_follow_the_shares():
