@@ -73,6 +73,11 @@ class Recipe:
     # Rows per forward/backward pass (None: the whole step at once); the rest of a step is gradient
     # accumulation. The loss stays averaged over every answer/target token of the step (ProLong §A.3).
     micro_rows: int | None = None
+    # Several processes for one run (gpu/paper): {"processes": 8} trains data-parallel on 8 ranks
+    # (a torchrun launch from train(); on GPUs add "fsdp": True to shard the model, FSDP2 per
+    # block, and "sp_size": n for DeepSpeed-Ulysses sequence parallelism over n ranks, ProLong's
+    # 512K stage). The layout is not part of the run's key: the loss is the same token average.
+    parallel: dict | None = None
 
     @property
     def steps(self) -> int:
@@ -86,6 +91,7 @@ class Recipe:
         config = dataclasses.asdict(self)
         if self.micro_rows is None:  # runs keyed before the field existed keep their keys
             del config["micro_rows"]
+        del config["parallel"]
         return config
 
 
@@ -336,9 +342,58 @@ def _check_unsloth_packing() -> None:
         ) from error
 
 
-def data_parallel_size() -> int:
-    """Ranks sharing each optimizer step (``WORLD_SIZE`` under torchrun/accelerate, else 1)."""
+PARALLEL_KEYS = ("processes", "fsdp", "sp_size")
+
+
+def processes(recipe: Recipe | None = None) -> int:
+    """Processes training one run: ``recipe.parallel["processes"]``, else ``WORLD_SIZE`` (set by
+    torchrun/accelerate), else 1."""
+    if recipe is not None and recipe.parallel:
+        return int(recipe.parallel.get("processes", 1))
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def data_parallel_size(recipe: Recipe | None = None) -> int:
+    """Ranks that each take their own rows of every step: the processes, over the ranks that
+    share one sequence (``sp_size``)."""
+    return processes(recipe) // int((recipe.parallel or {}).get("sp_size", 1) if recipe else 1)
+
+
+def parallel_arguments(recipe: Recipe) -> dict:
+    """``TrainingArguments`` keywords for ``recipe.parallel``: FSDP2 sharding one Llama block per
+    unit (activation checkpointing inside FSDP, as transformers advises), and accelerate's
+    ``ParallelismConfig`` for DeepSpeed-Ulysses sequence parallelism (with a ZeRO-3 DeepSpeed
+    config, which Ulysses runs under)."""
+    p = dict(recipe.parallel or {})
+    unknown = set(p) - set(PARALLEL_KEYS)
+    if unknown:
+        raise ValueError(f"parallel keys {sorted(unknown)} not among {PARALLEL_KEYS}")
+    n, sp = int(p.get("processes", 1)), int(p.get("sp_size", 1))
+    if n < 1 or sp < 1 or n % sp:
+        raise ValueError(f"parallel={p}: sp_size must divide the processes")
+    if p.get("fsdp") and sp > 1:
+        raise ValueError("sequence parallelism runs under DeepSpeed ZeRO-3 here, not FSDP")
+    kw = {}
+    if p.get("fsdp"):
+        kw["fsdp"] = True
+        kw["fsdp_config"] = {
+            "version": 2,
+            "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+            "activation_checkpointing": recipe.gradient_checkpointing,
+            "state_dict_type": "FULL_STATE_DICT",  # save_model writes one HF checkpoint
+        }
+    if sp > 1:
+        from accelerate.utils import ParallelismConfig
+
+        kw["parallelism_config"] = ParallelismConfig(sp_size=sp, sp_backend="deepspeed")
+        kw["deepspeed"] = {
+            "zero_optimization": {"stage": 3},
+            "bf16": {"enabled": recipe.bf16},
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+        }
+    return kw
 
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
@@ -350,12 +405,13 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     }
     if recipe.schedule not in schedule:
         raise ValueError(f"schedule={recipe.schedule!r} is not one of {tuple(schedule)}")
+    parallel = parallel_arguments(recipe)
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=recipe.steps,
         per_device_train_batch_size=recipe.micro_rows or recipe.rows_per_step,
         gradient_accumulation_steps=recipe.rows_per_step
-        // ((recipe.micro_rows or recipe.rows_per_step) * data_parallel_size()),
+        // ((recipe.micro_rows or recipe.rows_per_step) * data_parallel_size(recipe)),
         learning_rate=recipe.lr,
         lr_scheduler_type=schedule[recipe.schedule],
         lr_scheduler_kwargs={"min_lr_rate": recipe.min_lr_ratio}
@@ -368,7 +424,7 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
         max_grad_norm=recipe.grad_clip,
         bf16=recipe.bf16,
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=recipe.gradient_checkpointing,
+        activation_checkpointing=recipe.gradient_checkpointing and "fsdp" not in parallel,
         seed=recipe.seed,
         data_seed=recipe.seed,
         train_sampling_strategy="sequential",  # the rows are already in a seeded order
@@ -380,6 +436,7 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        **parallel,
     )
 
 
@@ -406,12 +463,16 @@ def train(
     resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
-    per_pass = (recipe.micro_rows or recipe.rows_per_step) * data_parallel_size()
+    per_pass = (recipe.micro_rows or recipe.rows_per_step) * data_parallel_size(recipe)
     if (recipe.micro_rows is not None and recipe.micro_rows < 1) or recipe.rows_per_step % per_pass:
         raise ValueError(
-            f"micro_rows={recipe.micro_rows} x {data_parallel_size()} ranks must divide the "
+            f"micro_rows={recipe.micro_rows} x {data_parallel_size(recipe)} ranks must divide the "
             f"{recipe.rows_per_step} rows per step"
         )
+    parallel_arguments(recipe)  # a bad layout fails here, not in the launched processes
+    launch = recipe.parallel and processes(recipe) > 1 and "LCX_WORKER" not in os.environ
+    if launch and recipe.lora:
+        raise ValueError("LoRA runs train in one process (QLoRA fits one GPU); drop parallel")
     lora = recipe.lora or {}
     if lora.get("quantize") not in (None, "nf4"):
         raise ValueError(f"lora quantize={lora['quantize']!r}: only 'nf4' (QLoRA) is supported")
@@ -446,6 +507,12 @@ def train(
             )
         )
         model.config.use_cache = False
+        if launch:
+            log = _launch(model, data, recipe, work, folder / "model")
+            (folder / "log.json").write_text(json.dumps(log))
+            (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
+            shutil.rmtree(work, ignore_errors=True)
+            return
         net, lora = model, dict(recipe.lora or {})
         quantize = lora.pop("quantize", None)
         backend = lora.pop("backend", "peft")
@@ -459,14 +526,7 @@ def train(
             from .models import add_lora, quantize_nf4
 
             net = add_lora(quantize_nf4(model) if quantize else model, **lora)
-        trainer = LcxTrainer(
-            model=net,
-            args=training_arguments(recipe, work),
-            train_dataset=data,
-            data_collator=collate,
-            recipe=recipe,
-        )
-        trainer.train(resume_from_checkpoint=last_checkpoint(work))
+        trainer = _fit(net, data, recipe, work)
         if recipe.lora and backend == "unsloth":
             # Unsloth's base exists only in 4 bits: its 16-bit merge dequantizes the base and adds
             # the update there (merging into the 4-bit weights would round most of it away)
@@ -485,6 +545,72 @@ def train(
         shutil.rmtree(work, ignore_errors=True)
 
     return cache.cached("run", config, build, inputs=inputs)
+
+
+def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
+    """Train ``net`` on the rows ``data`` (resuming from ``work``'s last checkpoint)."""
+    trainer = LcxTrainer(
+        model=net,
+        args=training_arguments(recipe, work),
+        train_dataset=data,
+        data_collator=collate,
+        recipe=recipe,
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint(work))
+    return trainer
+
+
+def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:
+    """Train on ``processes(recipe)`` ranks: the start model, the rows and the recipe go to
+    ``work/launch``, ``torchrun`` starts :func:`_worker` on each rank (gloo on CPU, NCCL on
+    GPUs), and the main rank saves the model into ``out``. Returns the loss log. The notebook's
+    process stays single, so papermill and the cache work as for any run; a failed rank raises
+    here with its exit code, and a rerun resumes from the last checkpoint in ``work``."""
+    import subprocess
+    import sys
+
+    spec = work / "launch"
+    spec.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(spec / "start")
+    torch.save(list(data), spec / "rows.pt")
+    (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
+    env = {
+        **os.environ,
+        "LCX_WORKER": "1",
+        "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // processes(recipe))),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes(recipe)}",
+        "-m",
+        "lcx.train",
+        str(spec),
+        str(work),
+        str(out),
+    ]
+    subprocess.run(command, check=True, env=env)
+    return json.loads((spec / "log.json").read_text())
+
+
+def _worker(spec: Path, work: Path, out: Path) -> None:
+    """One rank of :func:`_launch`: the same trainer as a one-process run; ``save_model``
+    gathers an FSDP model's shards and writes on the main rank only."""
+    from .models import install_xpos
+
+    fields = json.loads((spec / "recipe.json").read_text())
+    recipe = Recipe(**{**fields, "betas": tuple(fields["betas"])})
+    model = install_xpos(LlamaForCausalLM.from_pretrained(spec / "start"))
+    model.config.use_cache = False
+    torch.set_flush_denormal(True)
+    trainer = _fit(model, torch.load(spec / "rows.pt"), recipe, work)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        (out / "training_args.bin").unlink(missing_ok=True)
+        log = [e for e in trainer.state.log_history if "loss" in e]
+        (spec / "log.json").write_text(json.dumps(log))
 
 
 def curriculum(
@@ -856,3 +982,9 @@ def load_run(folder: Path, **kw) -> LlamaForCausalLM:
 
 def loss_log(folder: Path) -> list[dict]:
     return json.loads((Path(folder) / "log.json").read_text())
+
+
+if __name__ == "__main__":  # a rank of a multi-process run (see _launch)
+    import sys
+
+    _worker(*map(Path, sys.argv[1:4]))

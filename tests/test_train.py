@@ -634,6 +634,61 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(
         train.train(model, None, tok, recipe, inputs=["x"], name="bad", rows=rows)
 
 
+def test_two_processes_train_the_same_model_as_one(tiny_setup):
+    """A run launched on 2 ranks (torchrun, gloo on CPU; each rank one row per micro-batch, two
+    micro-batches a step) ends at the same model as one process taking each step's 4 rows at
+    once: the loss stays averaged over the step's answer tokens across ranks, though the ranks'
+    rows hold very different numbers of them. The layout is not in the run's key."""
+    tok, t = tiny_setup
+    rng = torch.Generator().manual_seed(1)
+    examples = [
+        (
+            [1, *torch.randint(3, 500, (100 - n,), generator=rng).tolist()],
+            torch.randint(3, 500, (n,), generator=rng).tolist(),
+        )
+        for n in (2, 60, 5, 90, 3, 40, 8, 70)
+    ]
+    rows = train.sft_rows(examples, 128, tok.pad_token_id)
+    recipe = train.Recipe(seq_len=128, tokens=128 * 4 * 2, batch_tokens=128 * 4, lr=1e-2)
+    two = dataclasses.replace(recipe, micro_rows=1, parallel={"processes": 2})
+    assert two.config() == dataclasses.replace(recipe, micro_rows=1).config()
+    finals = {}
+    for name, rec in (("one", recipe), ("two", two)):
+        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+        run = train.train(model, None, tok, rec, inputs=[tok.key, "i"], name=name, rows=rows)
+        finals[name] = train.load_run(run).state_dict()
+        assert len(train.loss_log(run)) == 2
+    for k, v in finals["one"].items():
+        torch.testing.assert_close(finals["two"][k], v, atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_parallel_layouts_become_fsdp_or_sequence_parallel_arguments():
+    base = train.Recipe(seq_len=8, tokens=64, batch_tokens=64, lr=1.0, gradient_checkpointing=True)
+    fsdp = train.parallel_arguments(
+        dataclasses.replace(base, parallel={"processes": 8, "fsdp": True})
+    )
+    assert fsdp["fsdp"] is True and fsdp["fsdp_config"]["version"] == 2
+    assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert fsdp["fsdp_config"]["activation_checkpointing"] is True
+    sp = train.parallel_arguments(
+        dataclasses.replace(base, parallel={"processes": 8, "sp_size": 8})
+    )
+    assert (
+        sp["parallelism_config"].sp_size == 8 and sp["parallelism_config"].sp_backend == "deepspeed"
+    )
+    assert sp["deepspeed"]["zero_optimization"]["stage"] == 3
+    ulysses = dataclasses.replace(base, parallel={"processes": 8, "sp_size": 4})
+    assert train.data_parallel_size(ulysses) == 2  # 4 ranks share each sequence
+    for bad, match in (
+        ({"processes": 8, "sp_size": 3}, "divide"),
+        ({"processes": 8, "fsdp": True, "sp_size": 8}, "ZeRO-3"),
+        ({"ranks": 8}, "not among"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            train.parallel_arguments(dataclasses.replace(base, parallel=bad))
+    assert train.parallel_arguments(base) == {}
+
+
 def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
     tok, t = tiny_setup
     model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
