@@ -586,16 +586,9 @@ def test_loading_a_run_prints_no_weight_bars_and_restores_them(tmp_path, capfd):
     assert "Loading weights" in capfd.readouterr().err  # (the bar this hides)
 
 
-@pytest.mark.parametrize("unsloth_patch", [False, True], ids=["plain", "unsloth-patched"])
-def test_gradient_accumulation_keeps_the_loss_token_averaged(
-    tiny_setup, monkeypatch, unsloth_patch
-):
-    """ProLong §A.3: rows with very different numbers of answer tokens, trained as one batch per
-    step or as micro-batches of one row with gradient accumulation, give the same model (the loss
-    is averaged over the step's answer tokens). Averaging micro-batch means instead would weight a
-    short answer's tokens more, and the two runs would part."""
-    tok, t = tiny_setup
-    rng = torch.Generator().manual_seed(0)
+def varied_answer_rows(tok, seed: int) -> list[dict]:
+    """8 SFT rows of 128 tokens whose answers run from 2 to 90 tokens."""
+    rng = torch.Generator().manual_seed(seed)
     examples = [
         (
             [1, *torch.randint(3, 500, (100 - n,), generator=rng).tolist()],
@@ -605,6 +598,19 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(
     ]
     rows = train.sft_rows(examples, 128, tok.pad_token_id)
     assert len(rows) == 8
+    return rows
+
+
+@pytest.mark.parametrize("unsloth_patch", [False, True], ids=["plain", "unsloth-patched"])
+def test_gradient_accumulation_keeps_the_loss_token_averaged(
+    tiny_setup, monkeypatch, unsloth_patch
+):
+    """ProLong §A.3: rows with very different numbers of answer tokens, trained as one batch per
+    step or as micro-batches of one row with gradient accumulation, give the same model (the loss
+    is averaged over the step's answer tokens). Averaging micro-batch means instead would weight a
+    short answer's tokens more, and the two runs would part."""
+    tok, t = tiny_setup
+    rows = varied_answer_rows(tok, seed=0)
     finals, logs = {}, {}
     for micro in (None, 1):  # one batch a step (the reference), then one row per micro-batch
         if micro and unsloth_patch:  # as Unsloth's import does: a count of labels, weights ignored
@@ -640,15 +646,7 @@ def test_two_processes_train_the_same_model_as_one(tiny_setup):
     once: the loss stays averaged over the step's answer tokens across ranks, though the ranks'
     rows hold very different numbers of them. The layout is not in the run's key."""
     tok, t = tiny_setup
-    rng = torch.Generator().manual_seed(1)
-    examples = [
-        (
-            [1, *torch.randint(3, 500, (100 - n,), generator=rng).tolist()],
-            torch.randint(3, 500, (n,), generator=rng).tolist(),
-        )
-        for n in (2, 60, 5, 90, 3, 40, 8, 70)
-    ]
-    rows = train.sft_rows(examples, 128, tok.pad_token_id)
+    rows = varied_answer_rows(tok, seed=1)
     recipe = train.Recipe(seq_len=128, tokens=128 * 4 * 2, batch_tokens=128 * 4, lr=1e-2)
     two = dataclasses.replace(recipe, micro_rows=1, parallel={"processes": 2})
     assert two.config() == dataclasses.replace(recipe, micro_rows=1).config()
