@@ -32,6 +32,26 @@ def verdict(checks, testable: bool = True) -> str:
     return "reproduced" if passed == len(values) else "partly" if passed else "not reproduced"
 
 
+def beats_in_every_seed(
+    results: pd.DataFrame, a: str, b: str, col="avg", lower: bool = False
+) -> bool:
+    """Whether model ``a`` beats model ``b`` on ``col`` in every seed: ``results`` has one row
+    per model and seed (columns ``model``, ``seed``, ``col``); the two are compared seed by seed
+    (same seed, same evaluation examples), so an ordering that holds only in the mean over seeds
+    does not count. Higher is better, or lower with ``lower``; a list ``col`` is averaged per
+    row first. Raises if the two were not run on the same seeds."""
+
+    def per_seed(name):
+        rows = results[results["model"] == name].set_index("seed")
+        return rows[col].mean(axis=1) if isinstance(col, list) else rows[col]
+
+    x, y = per_seed(a), per_seed(b)
+    if x.empty or set(x.index) != set(y.index):
+        raise ValueError(f"{a!r} (seeds {sorted(x.index)}) and {b!r} (seeds {sorted(y.index)})")
+    d = x - y.loc[x.index]
+    return bool(((d < 0) if lower else (d > 0)).all())
+
+
 @dataclass
 class Row:
     claim: str

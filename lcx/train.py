@@ -470,7 +470,7 @@ def train(
             f"{recipe.rows_per_step} rows per step"
         )
     parallel_arguments(recipe)  # a bad layout fails here, not in the launched processes
-    launch = recipe.parallel and processes(recipe) > 1 and "LCX_WORKER" not in os.environ
+    launch = bool(recipe.parallel) and processes(recipe) > 1
     if launch and recipe.lora:
         raise ValueError("LoRA runs train in one process (QLoRA fits one GPU); drop parallel")
     lora = recipe.lora or {}
@@ -509,42 +509,49 @@ def train(
         model.config.use_cache = False
         if launch:
             log = _launch(model, data, recipe, work, folder / "model")
-            (folder / "log.json").write_text(json.dumps(log))
-            (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
-            shutil.rmtree(work, ignore_errors=True)
-            return
-        net, lora = model, dict(recipe.lora or {})
-        quantize = lora.pop("quantize", None)
-        backend = lora.pop("backend", "peft")
-        if recipe.lora and backend == "unsloth":
-            from .models import unsloth_lora
-
-            if recipe.document_masking:
-                _check_unsloth_packing()
-            net = unsloth_lora(model, **lora)  # a model from models.unsloth_model, already 4-bit
-        elif recipe.lora:
-            from .models import add_lora, quantize_nf4
-
-            net = add_lora(quantize_nf4(model) if quantize else model, **lora)
-        trainer = _fit(net, data, recipe, work)
-        if recipe.lora and backend == "unsloth":
-            # Unsloth's base exists only in 4 bits: its 16-bit merge dequantizes the base and adds
-            # the update there (merging into the 4-bit weights would round most of it away)
-            net.save_pretrained_merged(str(folder / "model"), tokenizer, save_method="merged_16bit")
         else:
-            if recipe.lora and quantize:
-                from .models import merge_lora
-
-                net = merge_lora(model, net, lora)
-            elif recipe.lora:
-                net = net.merge_and_unload()
-            net.save_pretrained(folder / "model")
-        log = [e for e in trainer.state.log_history if "loss" in e]
+            log = _train_here(model, data, recipe, work, folder / "model", tokenizer)
         (folder / "log.json").write_text(json.dumps(log))
         (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
         shutil.rmtree(work, ignore_errors=True)
 
     return cache.cached("run", config, build, inputs=inputs)
+
+
+def _train_here(model, data, recipe: Recipe, work: Path, out: Path, tokenizer) -> list[dict]:
+    """A run in this process (LoRA/QLoRA through peft or Unsloth, or full fine-tuning): trains,
+    saves the model (adapters merged) into ``out`` and returns the loss log."""
+    net, lora = model, dict(recipe.lora or {})
+    quantize = lora.pop("quantize", None)
+    backend = lora.pop("backend", "peft")
+    if recipe.lora and backend == "unsloth":
+        from .models import unsloth_lora
+
+        if recipe.document_masking:
+            _check_unsloth_packing()
+        net = unsloth_lora(model, **lora)  # a model from models.unsloth_model, already 4-bit
+    elif recipe.lora:
+        from .models import add_lora, quantize_nf4
+
+        net = add_lora(quantize_nf4(model) if quantize else model, **lora)
+    trainer = _fit(net, data, recipe, work)
+    if recipe.lora and backend == "unsloth":
+        # Unsloth's base exists only in 4 bits: its 16-bit merge dequantizes the base and adds
+        # the update there (merging into the 4-bit weights would round most of it away)
+        net.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    else:
+        if recipe.lora and quantize:
+            from .models import merge_lora
+
+            net = merge_lora(model, net, lora)
+        elif recipe.lora:
+            net = net.merge_and_unload()
+        net.save_pretrained(out)
+    return _loss_history(trainer)
+
+
+def _loss_history(trainer) -> list[dict]:
+    return [e for e in trainer.state.log_history if "loss" in e]
 
 
 def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
@@ -576,7 +583,6 @@ def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:
     (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
     env = {
         **os.environ,
-        "LCX_WORKER": "1",
         "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // processes(recipe))),
     }
     command = [
@@ -609,8 +615,7 @@ def _worker(spec: Path, work: Path, out: Path) -> None:
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)
-        log = [e for e in trainer.state.log_history if "loss" in e]
-        (spec / "log.json").write_text(json.dumps(log))
+        (spec / "log.json").write_text(json.dumps(_loss_history(trainer)))
 
 
 def curriculum(

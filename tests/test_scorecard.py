@@ -1,8 +1,9 @@
 import json
 
+import pandas as pd
 import pytest
 
-from lcx.scorecard import VERDICTS, Scorecard, collect, verdict
+from lcx.scorecard import VERDICTS, Scorecard, beats_in_every_seed, collect, verdict
 
 
 def test_verdict_rule():
@@ -45,3 +46,25 @@ def test_scorecard_rejects_typed_or_duplicate_rows():
     card.add("R1", "s", "p", "o", "tiny", VERDICTS[0], "rule")
     with pytest.raises(ValueError, match="already"):
         card.add("R1", "s", "p", "o", "tiny", VERDICTS[0], "rule")
+
+
+def test_beats_in_every_seed_compares_seed_by_seed_not_the_means():
+    results = pd.DataFrame(
+        {
+            "model": ["a", "a", "b", "b", "c", "c", "d"],
+            "seed": [0, 1, 0, 1, 1, 0, 0],
+            "avg": [0.50, 0.40, 0.45, 0.35, 0.30, 0.60, 0.9],  # c: seed 1 then seed 0
+            "ppl": [10.0, 12.0, 11.0, 13.0, 9.0, 20.0, 1.0],
+            "recall": [0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0],
+        }
+    )
+    assert beats_in_every_seed(results, "a", "b")  # 0.50 > 0.45 and 0.40 > 0.35
+    assert not beats_in_every_seed(results, "b", "a")
+    # c's mean (0.45) beats a's (0.45)? no; beats b's mean (0.40) but not in seed 1 (0.30 < 0.35)
+    assert results[results.model == "c"].avg.mean() > results[results.model == "b"].avg.mean()
+    assert not beats_in_every_seed(results, "c", "b")
+    assert beats_in_every_seed(results, "a", "b", "ppl", lower=True)  # 10 < 11, 12 < 13
+    # a list of columns is averaged per row: a (0.30, 0.30) vs b (0.375, 0.175)
+    assert not beats_in_every_seed(results, "a", "b", ["avg", "recall"])
+    with pytest.raises(ValueError, match="seeds"):
+        beats_in_every_seed(results, "a", "d")

@@ -660,7 +660,7 @@ def test_two_processes_train_the_same_model_as_one(tiny_setup):
         torch.testing.assert_close(finals["two"][k], v, atol=2e-5, rtol=1e-4, msg=k)
 
 
-def test_parallel_layouts_become_fsdp_or_sequence_parallel_arguments():
+def test_parallel_layouts_become_fsdp_or_sequence_parallel_arguments(tmp_path):
     base = train.Recipe(seq_len=8, tokens=64, batch_tokens=64, lr=1.0, gradient_checkpointing=True)
     fsdp = train.parallel_arguments(
         dataclasses.replace(base, parallel={"processes": 8, "fsdp": True})
@@ -685,6 +685,13 @@ def test_parallel_layouts_become_fsdp_or_sequence_parallel_arguments():
         with pytest.raises(ValueError, match=match):
             train.parallel_arguments(dataclasses.replace(base, parallel=bad))
     assert train.parallel_arguments(base) == {}
+    # transformers takes the FSDP layout as it is (checkpointing moves inside FSDP), and the
+    # 8 ranks each take one row of the 8 a step: no accumulation left
+    sharded = dataclasses.replace(base, micro_rows=1, parallel={"processes": 8, "fsdp": True})
+    args = train.training_arguments(sharded, tmp_path)
+    assert args.fsdp and args.fsdp_config["version"] == 2
+    assert args.fsdp_config["activation_checkpointing"] and not args.activation_checkpointing
+    assert args.gradient_accumulation_steps == 1 and args.per_device_train_batch_size == 1
 
 
 def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
