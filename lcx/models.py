@@ -11,10 +11,12 @@ config and loads the weights strictly.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.models.llama import modeling_llama
 
@@ -234,14 +236,13 @@ class XPosLlamaAttention(modeling_llama.LlamaAttention):
     cached decoding and packed documents (``position_ids`` restarting at 0) see the same scores as
     one full forward. Everything else is the parent's code path (any attention implementation)."""
 
-    def forward(
-        self,
-        hidden_states,
-        position_embeddings=None,
-        attention_mask=None,
-        past_key_values=None,
-        **kwargs,
-    ):
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        # The KV cache arrives as ``past_key_values`` up to transformers 5.23 and as ``cache`` from
+        # 5.24 on (the decoder layer passes it by that name); either way it must store the keys
+        # after xPos's scaling, or cached decoding scores differ from one full forward.
+        cache = kwargs.pop("cache", None)
+        legacy = kwargs.pop("past_key_values", None)
+        cache = legacy if cache is None else cache
         settings = self.config.xpos
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
@@ -269,8 +270,8 @@ class XPosLlamaAttention(modeling_llama.LlamaAttention):
         query = query * scale.to(query.dtype)
         key = key / scale.to(key.dtype)
 
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
         interface = modeling_llama.ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, modeling_llama.eager_attention_forward
         )
@@ -294,10 +295,25 @@ def set_xpos_center(model, center: int):
     return model
 
 
+# The arguments of transformers' LlamaAttention.forward that XPosLlamaAttention.forward handles
+# (the cache by either name). A release that adds another fails loudly here instead of silently.
+XPOS_KNOWN_ARGS = {
+    *("self", "hidden_states", "position_embeddings", "attention_mask", "kwargs"),
+    *("past_key_values", "cache"),
+}
+
+
 def install_xpos(model):
     """Turn every attention layer of ``model`` into :class:`XPosLlamaAttention` when its config
     carries ``xpos`` settings (weights untouched); a model without them is returned as it is."""
     if getattr(model.config, "xpos", None):
+        unknown = set(inspect.signature(modeling_llama.LlamaAttention.forward).parameters)
+        unknown -= XPOS_KNOWN_ARGS
+        if unknown:
+            raise RuntimeError(
+                f"transformers {transformers.__version__}'s LlamaAttention.forward takes "
+                f"{sorted(unknown)}, which lcx's xPos attention does not handle"
+            )
         for layer in model.model.layers:
             if type(layer.self_attn) is modeling_llama.LlamaAttention:
                 layer.self_attn.__class__ = XPosLlamaAttention

@@ -88,11 +88,18 @@ def test_passkey_grid_scores_answers(tiny):
     assert list(right["length"]) == [150, 150, 300, 300]
 
 
-def test_greedy_left_padded_batches_match_one_by_one(tiny):
+@pytest.mark.parametrize("xpos", [None, {"scale_base": 16.0, "center": 64}], ids=["rope", "xpos"])
+def test_greedy_left_padded_batches_match_one_by_one(tiny, xpos):
     """Batched greedy decoding (left padding, KV cache) gives each prompt the continuation it gets
-    alone, and the same as a plain argmax loop without cache."""
+    alone, and the same as a plain argmax loop without cache. With xPos too: the book decodes
+    Llama 2 Long's xPos-ABF models this way, and xPos must scale keys before the cache stores them
+    (transformers 5.24 renamed the cache argument, and the cached path silently lost the cache)."""
     tok, t = tiny
-    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).eval()
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    if xpos is not None:
+        model = models.with_rope(model, "default", base=2000.0, xpos=xpos)
+        assert type(model.model.layers[0].self_attn) is models.XPosLlamaAttention
+    model.eval()
     prompts = [t["test"][0]["input_ids"][:n] for n in (5, 17, 40)]
     batched = evaluate.greedy(model, prompts, 6, tok.pad_token_id, batch_size=3)
     for p, out in zip(prompts, batched, strict=True):
