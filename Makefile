@@ -6,6 +6,17 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 RESULTS := results/$(PROFILE)
 STAMP := $(VENV)/.installed-dev
+LOCK := requirements/cpu.txt
+LOCK_TF517 := requirements/cpu-transformers-5.17.txt
+VENV_TF517 := .venv-transformers-5.17
+TF_SENSITIVE_TESTS := tests/test_models.py tests/test_rope.py tests/test_attention.py tests/test_evaluate.py
+# torch 2.13.0+cpu is not on PyPI: this machine kind keeps the wheel in /opt/wheels.
+TORCH_WHEELS ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
+LOCK_VENV := .venv-lock
+UV := uv==0.13.9
+UV_COMPILE := $(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra dev --upgrade --quiet \
+	--constraint requirements/torch-cpu.txt --find-links $(TORCH_WHEELS) --python-version 3.11 \
+	--custom-compile-command 'make lock'
 
 CHAPTERS := $(basename $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
 APPENDIX := 99_scorecards
@@ -13,23 +24,44 @@ PAPER_CHAPTERS := $(filter-out $(APPENDIX),$(CHAPTERS))
 EXECUTED := $(foreach c,$(CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
 LCX := $(wildcard lcx/*.py)
 
-.PHONY: help venv book test lint chapter lab bench clean
+.PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench clean
 help:
 	@echo "make book     run every chapter on PROFILE=$(PROFILE) with papermill and render _build/html"
 	@echo "make test     unit tests + every chapter on the tiny profile (nbmake)"
+	@echo "make lock     refresh requirements/*.txt (the pinned environment); then: make test"
+	@echo "make test-transformers-5.17   transformers-sensitive tests on transformers 5.17"
 	@echo "make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value' | PARAMS='-f params.yaml']"
 	@echo "make lab      open the chapters in JupyterLab"
 	@echo "make bench    training throughput and MFU of the cpu models (prints numbers; not a test)"
 
 venv: $(STAMP)
-# torch first, from the CPU wheel: the later install only sees a range it already satisfies, and the
-# constraint keeps any dependency from pulling a CUDA torch or nvidia packages into this venv.
-$(STAMP): pyproject.toml
+# The venv is installed from the lock: every package at the version the book was built and tested
+# with (requirements/cpu.txt, made by `make lock`). pyproject.toml keeps the ranges lcx supports.
+# torch is the CPU build (2.13.0+cpu), so no CUDA torch or nvidia packages enter this venv.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]' --constraint constraints-cpu.txt
+	$(BIN)/pip install --quiet -r $(LOCK) --find-links $(TORCH_WHEELS)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	@if $(BIN)/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "nvidia packages in the CPU venv" >&2; exit 1; fi
 	touch $@
+
+# Refresh the locks: the newest releases pyproject.toml's ranges allow, around the CPU torch (and, for
+# the second lock, around transformers 5.17). Then rerun the tests: `make lock test`.
+lock:
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(UV); }
+	$(UV_COMPILE) -o $(LOCK)
+	$(UV_COMPILE) --override requirements/transformers-5.17.txt -o $(LOCK_TF517)
+
+# The tests that depend on transformers' internals (xPos's attention and cached decoding, RoPE
+# against transformers' own, packed documents) on transformers 5.17, in a second venv.
+test-transformers-5.17: $(LOCK_TF517)
+	test -x $(VENV_TF517)/bin/python || $(PYTHON) -m venv $(VENV_TF517)
+	$(VENV_TF517)/bin/pip install --quiet -r $(LOCK_TF517) --find-links $(TORCH_WHEELS)
+	$(VENV_TF517)/bin/pip install --quiet --no-deps -e .
+	$(VENV_TF517)/bin/pip check
+	$(VENV_TF517)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	LCX_PROFILE=tiny $(VENV_TF517)/bin/pytest -n 2 $(TF_SENSITIVE_TESTS)
 
 # One executed notebook per chapter; make reruns a chapter only when it or lcx changed.
 $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb $(LCX) | $(STAMP)
@@ -61,7 +93,7 @@ chapter: $(STAMP)
 	$(BIN)/papermill notebooks/$(NB).ipynb $(RESULTS)/$(NB)/executed.ipynb -p profile $(PROFILE) $(PARAMS) --cwd notebooks
 
 lab: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[lab]' --constraint constraints-cpu.txt
+	$(BIN)/pip install --quiet -e '.[lab]' --constraint $(LOCK)
 	$(BIN)/jupyter lab notebooks
 
 bench: $(STAMP)
