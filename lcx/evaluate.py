@@ -9,6 +9,8 @@ documents (split by document in :mod:`lcx.data`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -395,6 +397,12 @@ def evaluate_suite(
     return pd.DataFrame(rows)
 
 
+def headline_means(suite: pd.DataFrame, by) -> pd.Series:
+    """Mean headline score of a suite table (:func:`evaluate_suite`) grouped by ``by`` (e.g.
+    ``"length"``, ``"depth"``, ``["task", "length"]``)."""
+    return suite[suite.headline].groupby(by).score.mean()
+
+
 def category_means(suite: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """HELMET's macro-average (ProLong Table 10): headline scores averaged over depths per task,
     then over the tasks of each category, per length. ``metric`` (e.g. ``"answer_acc"``): that
@@ -500,3 +508,112 @@ def memo(kind: str, config: dict, inputs: list[str], compute) -> pd.DataFrame:
 
     folder = cache.cached(f"eval-{kind}", config, build, inputs=inputs)
     return pd.read_parquet(folder / "table.parquet")
+
+
+# --- evaluations that cache themselves ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A model by reference, which is what a cached evaluation is called with: a trained run's
+    folder (:func:`lcx.train.train`) or a hub checkpoint, plus an optional RoPE change applied at
+    load time (keyword arguments of :func:`lcx.models.with_rope`; e.g. PI without training).
+    ``key`` names it in cache keys (a run folder's name already hashes its config and inputs), and
+    ``load()`` builds the model only when an evaluation is not cached yet."""
+
+    source: str
+    rope: tuple = ()
+
+    @classmethod
+    def of(cls, source, **rope) -> Ref:
+        """``Ref.of(run)``, ``Ref.of("meta-llama/Llama-2-7b-hf")``,
+        ``Ref.of(run, method="linear", factor=8)``."""
+        return cls(str(source), tuple(sorted(rope.items())))
+
+    @property
+    def key(self) -> str:
+        from . import cache
+
+        # a run folder is an absolute path, a hub id ("org/name") is not
+        name = Path(self.source).name if Path(self.source).is_absolute() else self.source
+        return cache.key("ref", {"source": name, "rope": dict(self.rope)}) if self.rope else name
+
+    def load(self):
+        from . import models, train
+
+        source = Path(self.source)
+        model = (
+            train.load_run(source) if source.is_absolute() else models.load_pretrained(self.source)
+        )
+        return models.with_rope(model, **dict(self.rope)) if self.rope else model
+
+
+_POOLS: dict[str, tasks.Pool] = {}
+
+
+def held_out_pool(tokenizer, tokens) -> tasks.Pool:
+    """The held-out pool the probe tasks draw their text from, built once per tokenized corpus."""
+    if tokens.key not in _POOLS:
+        _POOLS[tokens.key] = tasks.Pool.from_tokens(tokenizer, tokens["test"])
+    return _POOLS[tokens.key]
+
+
+def suite(
+    ref: Ref,
+    tokenizer,
+    tokens,
+    task_names,
+    lengths,
+    n_per_cell: int,
+    depths=(0.0, 0.25, 0.5, 0.75, 1.0),
+    seed: int = 0,
+    max_prompt: int | None = None,
+) -> pd.DataFrame:
+    """:func:`evaluate_suite` of ``ref`` on the held-out pool of ``tokens``, cached under a key
+    of every argument (:func:`memo`)."""
+    params = {
+        "tasks": list(task_names),
+        "lengths": list(lengths),
+        "n": n_per_cell,
+        "depths": list(depths),
+        "seed": seed,
+        "max_prompt": max_prompt,
+    }
+    return memo(
+        "suite-of",
+        params,
+        [ref.key, tokens.key],
+        lambda: evaluate_suite(
+            ref.load(),
+            tokenizer,
+            task_names,
+            lengths,
+            n_per_cell,
+            seed,
+            held_out_pool(tokenizer, tokens),
+            depths,
+            max_prompt=max_prompt,
+        ),
+    )
+
+
+def perplexity(
+    ref: Ref, tokenizer, tokens, lengths, n_windows: int, domains=None, scored: int | None = None
+) -> pd.DataFrame:
+    """:func:`perplexity_by_length` of ``ref`` on the held-out split of ``tokens``, cached under
+    a key of every argument (:func:`memo`)."""
+    params = {"lengths": list(lengths), "n": n_windows, "domains": domains, "scored": scored}
+    return memo(
+        "perplexity-of",
+        params,
+        [ref.key, tokens.key],
+        lambda: perplexity_by_length(
+            ref.load(),
+            tokenizer,
+            tokens["test"],
+            lengths,
+            n_windows,
+            domains=domains,
+            scored=scored,
+        ),
+    )

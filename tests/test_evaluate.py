@@ -287,3 +287,69 @@ def test_memo_short_perplexity_loads_once_and_matches_the_direct_computation(
     again = evaluate.memo_short_perplexity(load, "model-key", tokens, tok.bos_token_id, 64)
     direct = evaluate.short_perplexity(model, t["test"], tok.bos_token_id, 64)["ppl"]
     assert first == again == pytest.approx(direct) and loads == [1]
+
+
+# --- evaluations that cache themselves -------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_run(tiny, tmp_path):
+    """A run folder as lcx.train leaves it (the model under model/), of a random tiny model; its
+    name is unique, as a run's hash is (evaluations are cached by it for the whole module)."""
+    tok, _ = tiny
+    net = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=3)
+    run = tmp_path / f"run-{tmp_path.name}"
+    net.save_pretrained(run / "model")
+    return net.eval(), run
+
+
+def test_ref_loads_the_run_and_applies_its_rope_change(saved_run):
+    net, run = saved_run
+    x = torch.randint(0, 200, (1, 40))
+    plain, pi = evaluate.Ref.of(run), evaluate.Ref.of(run, method="linear", factor=8)
+    assert plain.key == run.name  # a run folder's name already hashes its config and inputs
+    assert pi.key != plain.key and pi.key == evaluate.Ref.of(run, factor=8, method="linear").key
+    assert evaluate.Ref.of(run, method="linear", factor=4).key != pi.key
+    with torch.no_grad():
+        torch.testing.assert_close(plain.load().eval()(x).logits, net(x).logits)
+        reference = models.with_rope(net, "linear", factor=8).eval()(x).logits
+        torch.testing.assert_close(pi.load().eval()(x).logits, reference)
+        assert (reference - net(x).logits).abs().max() > 1e-3  # PI does change the model
+
+
+def test_cached_suite_and_perplexity_match_direct_calls_and_load_once(tiny, saved_run, monkeypatch):
+    tok, tokens = tiny
+    net, run = saved_run
+    ref = evaluate.Ref.of(run)
+    loads = []
+    real_load = evaluate.Ref.load
+    monkeypatch.setattr(evaluate.Ref, "load", lambda self: loads.append(1) or real_load(self))
+    args = (["passkey", "icl"], [96], 2)
+    first = evaluate.suite(ref, tok, tokens, *args, depths=(0.5,), max_prompt=64)
+    again = evaluate.suite(ref, tok, tokens, *args, depths=(0.5,), max_prompt=64)
+    pool = tasks.Pool.from_tokens(tok, tokens["test"])
+    direct = evaluate.evaluate_suite(net, tok, *args, 0, pool, (0.5,), max_prompt=64)
+    pd.testing.assert_frame_equal(first, direct)
+    pd.testing.assert_frame_equal(again, direct)
+    assert len(loads) == 1  # the second call was served from the cache
+    other = evaluate.suite(ref, tok, tokens, *args, depths=(0.5,))  # another argument, another key
+    assert len(loads) == 2 and set(other.task) == {"passkey", "icl"}
+
+    ppl = evaluate.perplexity(ref, tok, tokens, [32, 64], 3, scored=16)
+    direct = evaluate.perplexity_by_length(net, tok, tokens["test"], [32, 64], 3, scored=16)
+    pd.testing.assert_frame_equal(ppl, direct)
+    assert evaluate.perplexity(ref, tok, tokens, [32, 64], 3, scored=16).equals(ppl)
+    assert len(loads) == 3
+
+
+def test_headline_means_average_the_headline_metric_only():
+    suite = pd.DataFrame(
+        {
+            "length": [64, 64, 64, 128],
+            "metric": ["exact", "answer_acc", "exact", "exact"],
+            "headline": [True, False, True, True],
+            "score": [0.2, 0.9, 0.4, 1.0],
+        }
+    )
+    means = evaluate.headline_means(suite, "length")
+    assert means.to_dict() == pytest.approx({64: 0.3, 128: 1.0})

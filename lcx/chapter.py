@@ -1,0 +1,77 @@
+"""What every chapter does before its story: check its parameters, freeze the imports' objects,
+make its results folder, set the plot style, and get its base model and tokens, in one call.
+
+A chapter's first cells are then its parameters (papermill's ``parameters`` cell), one call to
+:func:`setup`, and one :func:`count` per sample-size parameter.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from . import base, evaluate
+from .profiles import PROFILES, check, pick
+from .results import chapter_dir
+
+PLOT_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3}
+
+
+@dataclass
+class Chapter:
+    """A chapter's context: where its results go, its window ``W`` and seeds, and its base model
+    (``base_ref`` for cached evaluations, ``base_net`` to train from)."""
+
+    name: str
+    profile: str
+    seeds: list[int]
+    out: Path
+    W: int
+    tokenizer: object
+    tokens: object
+    base_net: object
+    base_ref: evaluate.Ref
+    metrics: dict = field(default_factory=dict)
+
+
+def check_seeds(seeds) -> list[int]:
+    check("seeds", seeds, kind=list)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds={seeds!r} must be distinct integers (at least one)")
+    return seeds
+
+
+def count(profile: str, name: str, value: int | None, low: int = 1, **by_profile) -> int:
+    """A sample-size parameter: ``value`` if the reader set it, else the profile's default
+    (:func:`lcx.profiles.pick`), checked to be an integer >= ``low``."""
+    value = pick(profile, **by_profile) if value is None else value
+    return check(name, value, kind=int, low=low)
+
+
+def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") -> Chapter:
+    """Check ``profile`` and ``seeds``, freeze the objects the imports made (every Trainer run's
+    ``gc.collect()`` then skips them: 0.4 s per run), make ``results/<profile>/<name>/``, set the
+    plot style, and load base model ``base_name`` (chapter 02's, cached) with its tokens."""
+    gc.freeze()
+    check("profile", profile, PROFILES)
+    check("base_name", base_name, tuple(base.BASES))
+    check_seeds(seeds)
+    plt.rcParams.update(PLOT_STYLE)
+    base_net, _, base_runs = base.base_model(profile, base_name, 0)
+    tokenizer, tokens = base.corpus_tokens(profile, base_name)
+    ref = evaluate.Ref.of(base_runs[-1] if base_runs else base.BASES[base_name].paper_model)
+    return Chapter(
+        name=name,
+        profile=profile,
+        seeds=seeds,
+        out=chapter_dir(name, profile),
+        W=base.window(profile),
+        tokenizer=tokenizer,
+        tokens=tokens,
+        base_net=base_net,
+        base_ref=ref,
+        metrics={"profile": profile, "seeds": seeds},
+    )
