@@ -1,6 +1,7 @@
-"""Together's LLaMA-2-7B-32K (``together-llama-2-7b-32k.txt``): linear Position Interpolation x8,
-two phases of continued pretraining on a data recipe, task fine-tunes for multi-document QA and
-BookSum, and the paper's numbers the chapter sets its results beside.
+"""Together's LLaMA-2-7B-32K (the blog post "Preparing for the era of 32K context", 2023): linear
+Position Interpolation x8 and two phases of continued pretraining on a data recipe ("Extending
+LLaMA-2 to 32K context"), task fine-tunes for multi-document QA and BookSum ("Building long-context
+applications via fine-tuning"), and the post's numbers the chapter sets its results beside.
 
 Lengths are in units of the base model's native window ``W`` (the paper's 4K), so the paper's 32K
 is ``8 * W`` (claims.md's scaling rule).
@@ -18,9 +19,11 @@ from .profiles import pick
 
 FACTOR = 8  # linear PI factor: 4K -> 32K
 
-# The paper's numbers (the blog post's tables), by the chapter's lengths.
+# The post's numbers, by the chapter's lengths. "Extending LLaMA-2 to 32K context", the
+# perplexity-per-byte table:
 PPL_PER_BYTE = [1.768, 1.758, 1.750, 1.746, 1.742]  # LLaMA-2-7B-32K on PG-19, 2K..32K
 PPL_PER_BYTE_BASE = [1.759, 1.747, np.nan, np.nan, np.nan]  # LLaMA-2: none past 4K
+# "Building long-context applications via fine-tuning", the multi-document QA and BookSum tables:
 QA_TOKENS = [2.9, 4.4, 7.4, 14.8]  # thousands of tokens: 20, 30, 50 and 100 documents
 QA_DOCUMENTS = 20  # at the shortest length
 QA_ACCURACY = {  # multi-document QA accuracy at those lengths
@@ -67,9 +70,10 @@ def summary_length(W: int) -> int:
 
 
 def recipes(profile: str, W: int) -> tuple[train.Recipe, train.Recipe, dict]:
-    """(phase 1, phase 2, fine-tune settings) of the extension to ``8 * W``.
+    """(phase 1, phase 2, fine-tune settings) of the extension to ``8 * W`` ("Extending LLaMA-2
+    to 32K context": the data recipe).
 
-    Phase 1 (the post's "continued pre-training"): 25% each of books, papers and other text, 25%
+    Phase 1 (the post's "first phase of continued pre-training"): 25% each of books, papers and other text, 25%
     UL2-Oscar fill-in-the-missing-chunk data, sequences shorter than 2K of 32K dropped. Phase 2:
     instruction (Natural Instructions) and prompted (P3) data, 20% each, packed as many examples
     to a row as fit, with generic text, books and papers. ``tiny`` trains in fp32."""
@@ -129,8 +133,9 @@ def recipe_table(phase1: train.Recipe, phase2: train.Recipe) -> pd.DataFrame:
 
 
 def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
-    """One seed's runs (folders): PI x8 on the base model, phase 1, phase 2, then phase 2
-    fine-tuned on each of :data:`FINETUNE_TASKS` (loss on the answers, training documents)."""
+    """One seed's runs (folders): PI x8 on the base model, phase 1, phase 2 ("Extending LLaMA-2
+    to 32K context"), then phase 2 fine-tuned on each of :data:`FINETUNE_TASKS` ("Building
+    long-context applications via fine-tuning"; loss on the answers, training documents)."""
     L, profile, tokens, tokenizer = 8 * ch.W, ch.profile, ch.tokens, ch.tokenizer
     r1 = train.train(
         models.with_rope(ch.base_net, method="linear", factor=FACTOR),
@@ -174,7 +179,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
 
 
 def composition(recipe: train.Recipe, tokens, tokenizer, n: int = 400) -> dict:
-    """What ``n`` rows built by ``recipe`` hold (T3: the recipe as built): the share of rows with
+    """What ``n`` rows built by ``recipe`` hold (T3, the data recipe as built): the share of rows with
     a task or fill-in example (loss weight > 1) and the documents started per such row."""
     rows = train.packed_rows(tokens["train"], recipe, tokenizer.bos_token_id, n, tokenizer)
     with_task = [bool((r["loss_weights"] > 1).any()) for r in rows]
@@ -199,7 +204,8 @@ def short_documents(tokens, min_tokens: int) -> int:
 
 def qa(ch, ref: evaluate.Ref, n: int, depths, truncate: bool = False) -> pd.DataFrame:
     """Multi-document QA (one gold document among distractors) at :func:`qa_lengths`; the base
-    model is truncated to its window as the post truncates LLaMA-2 (``truncate``)."""
+    model is truncated to its window as the post truncates LLaMA-2 (``truncate``). "Building
+    long-context applications via fine-tuning", multi-document question answering."""
     return evaluate.suite(
         ref,
         ch.tokenizer,
@@ -213,7 +219,8 @@ def qa(ch, ref: evaluate.Ref, n: int, depths, truncate: bool = False) -> pd.Data
 
 
 def summaries(ch, ref: evaluate.Ref, n: int, truncate: bool = False) -> pd.DataFrame:
-    """BookSum-format summarization of :func:`summary_length` inputs (ROUGE on title lines)."""
+    """BookSum-format summarization of :func:`summary_length` inputs (ROUGE on title lines).
+    "Building long-context applications via fine-tuning", book summarization."""
     return evaluate.suite(
         ref,
         ch.tokenizer,
