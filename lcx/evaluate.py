@@ -121,8 +121,10 @@ def perplexity_by_length(
     return pd.DataFrame(rows)
 
 
-def loss_by_position(nll: torch.Tensor, bucket: int) -> pd.DataFrame:
-    """Mean NLL (and its standard error over windows) per bucket of ``bucket`` positions."""
+def loss_by_position(nll, bucket: int) -> pd.DataFrame:
+    """Mean NLL (and its standard error over windows) per bucket of ``bucket`` positions, from a
+    windows x positions tensor or array (:func:`token_nll`, :func:`nll`)."""
+    nll = torch.as_tensor(nll).contiguous()  # one memory layout, one summation order
     n, length = nll.shape
     rows = []
     for start in range(0, length, bucket):
@@ -523,12 +525,13 @@ class Ref:
 
     source: str
     rope: tuple = ()
+    xpos_center: int | None = None  # an xPos model's centre (lcx.models.set_xpos_center)
 
     @classmethod
-    def of(cls, source, **rope) -> Ref:
+    def of(cls, source, xpos_center: int | None = None, **rope) -> Ref:
         """``Ref.of(run)``, ``Ref.of("meta-llama/Llama-2-7b-hf")``,
-        ``Ref.of(run, method="linear", factor=8)``."""
-        return cls(str(source), tuple(sorted(rope.items())))
+        ``Ref.of(run, method="linear", factor=8)``, ``Ref.of(xpos_run, xpos_center=2048)``."""
+        return cls(str(source), tuple(sorted(rope.items())), xpos_center)
 
     @property
     def key(self) -> str:
@@ -536,7 +539,12 @@ class Ref:
 
         # a run folder is an absolute path, a hub id ("org/name") is not
         name = Path(self.source).name if Path(self.source).is_absolute() else self.source
-        return cache.key("ref", {"source": name, "rope": dict(self.rope)}) if self.rope else name
+        if not self.rope and self.xpos_center is None:
+            return name
+        change = {"source": name, "rope": dict(self.rope)}
+        if self.xpos_center is not None:
+            change["xpos_center"] = self.xpos_center
+        return cache.key("ref", change)
 
     def load(self):
         from . import models, train
@@ -545,7 +553,11 @@ class Ref:
         model = (
             train.load_run(source) if source.is_absolute() else models.load_pretrained(self.source)
         )
-        return models.with_rope(model, **dict(self.rope)) if self.rope else model
+        if self.rope:
+            model = models.with_rope(model, **dict(self.rope))
+        if self.xpos_center is not None:
+            model = models.set_xpos_center(model, self.xpos_center)
+        return model
 
 
 _POOLS: dict[str, tasks.Pool] = {}
@@ -617,3 +629,36 @@ def perplexity(
             scored=scored,
         ),
     )
+
+
+def nll(
+    ref: Ref, tokenizer, tokens, length: int, n_windows: int, offset: int = 0, batch_size: int = 8
+) -> np.ndarray:
+    """Per-token NLL (:func:`token_nll`, windows x positions) of ``n_windows`` held-out windows of
+    ``length`` tokens starting ``offset`` tokens into their documents (:func:`windows`), cached
+    under a key of every argument (:func:`memo`)."""
+    params = {"length": length, "n": n_windows, "offset": offset, "batch_size": batch_size}
+
+    def compute():
+        w = windows(tokens["test"], length, n_windows, tokenizer.bos_token_id, offset=offset)
+        return pd.DataFrame(token_nll(ref.load(), w, batch_size=batch_size).numpy())
+
+    return memo("nll-of", params, [ref.key, tokens.key], compute).to_numpy()
+
+
+def short_ppl(ref: Ref, tokenizer, tokens, max_len: int) -> float:
+    """:func:`short_perplexity` of ``ref`` on the held-out split, cached (:func:`memo`)."""
+    t = memo(
+        "short-ppl-of",
+        {"max_len": max_len},
+        [ref.key, tokens.key],
+        lambda: pd.DataFrame(
+            [short_perplexity(ref.load(), tokens["test"], tokenizer.bos_token_id, max_len)]
+        ),
+    )
+    return float(t["ppl"].iloc[0])
+
+
+def mean_loss_between(curve: pd.DataFrame, start: float, end: float) -> float:
+    """Mean NLL of the buckets of a :func:`loss_by_position` curve that lie in (start, end]."""
+    return float(curve[(curve.start > start) & (curve.end <= end)].nll.mean())

@@ -353,3 +353,30 @@ def test_headline_means_average_the_headline_metric_only():
     )
     means = evaluate.headline_means(suite, "length")
     assert means.to_dict() == pytest.approx({64: 0.3, 128: 1.0})
+
+
+def test_cached_nll_and_short_ppl_match_direct_calls(tiny, saved_run):
+    tok, tokens = tiny
+    net, run = saved_run
+    ref = evaluate.Ref.of(run)
+    nll = evaluate.nll(ref, tok, tokens, 64, 3, offset=16, batch_size=2)
+    w = evaluate.windows(tokens["test"], 64, 3, tok.bos_token_id, offset=16)
+    np.testing.assert_array_equal(nll, evaluate.token_nll(net, w, batch_size=2).numpy())
+    assert evaluate.short_ppl(ref, tok, tokens, 64) == pytest.approx(
+        evaluate.short_perplexity(net, tokens["test"], tok.bos_token_id, 64)["ppl"], rel=1e-6
+    )
+
+
+def test_loss_by_position_is_the_same_for_any_memory_layout():
+    """A cached table comes back column-major; bucket means must not depend on it (bit for bit)."""
+    torch.manual_seed(0)
+    nll = torch.rand(5, 300) * 6
+    fortran = np.asfortranarray(nll.numpy())
+    pd.testing.assert_frame_equal(
+        evaluate.loss_by_position(fortran, 64), evaluate.loss_by_position(nll, 64), check_exact=True
+    )
+    curve = evaluate.loss_by_position(nll, 64)
+    assert curve.nll.iloc[0] == pytest.approx(float(nll[:, :64].mean()), rel=1e-6)
+    # buckets (64, 128] and (128, 192] lie in (64, 192]
+    mid = evaluate.mean_loss_between(curve, 64, 192)
+    assert mid == pytest.approx((curve.nll.iloc[1] + curve.nll.iloc[2]) / 2)
