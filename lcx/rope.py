@@ -25,6 +25,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3")
@@ -327,6 +328,22 @@ def attention_decay(
         score = score * xpos_zeta(head_dim)[None, :] ** (delta[:, None] / xpos_scale_base)
     score = score.sum(-1)
     return score / head_dim if normalize else score
+
+
+def mean_abs_between(score: torch.Tensor, distances: torch.Tensor, lo: float, hi: float) -> float:
+    """Mean ``|score|`` over the distances in [lo, hi]: how much of an :func:`attention_decay`
+    envelope is left that far away (Llama 2 Long Fig. 4's reading)."""
+    sel = (distances >= lo) & (distances <= hi)
+    return score[sel].abs().mean().item()
+
+
+def helix(theta: torch.Tensor, t, pair: int) -> np.ndarray:
+    """Points ``(cos theta_0 t, sin theta_0 t, sin theta_pair t)`` at positions ``t``: RoPE's
+    fastest rotation against a slower pair, the helix picture of Llama 2 Long §4.1's comparison
+    of PI (dots closer along the curve) and ABF (the slow pairs slowed further)."""
+    t = np.asarray(t, dtype=float)
+    fast, slow = theta[0].item(), theta[pair].item()
+    return np.stack([np.cos(fast * t), np.sin(fast * t), np.sin(slow * t)], -1)
 
 
 # --- The four papers' settings, one source of truth for the chapters ----------------------------

@@ -3,6 +3,7 @@ matrices, and the constants printed in the papers."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -262,3 +263,15 @@ def test_paper_settings_are_consistent():
     assert names["ProLong-8B-64K"].base / 5e5 == 16  # claims.md: x16
     for s in rope.PAPER_SETTINGS:
         assert s.inv_freq().shape == (s.head_dim // 2,)
+
+
+def test_helix_and_envelope_levels_against_plain_trigonometry():
+    theta = rope.inv_freq(64, 1e4)
+    t = np.linspace(0, 10, 50)
+    pts = rope.helix(theta, t, 5)
+    np.testing.assert_allclose(pts[:, 0] ** 2 + pts[:, 1] ** 2, 1.0, rtol=1e-12)  # on the cylinder
+    np.testing.assert_allclose(pts[:, 1], np.sin(t), rtol=1e-12)  # theta_0 = 1 for every base
+    np.testing.assert_allclose(pts[:, 2], np.sin(1e4 ** (-10 / 64) * t), rtol=1e-6)
+    distances = torch.arange(10)
+    score = torch.tensor([1.0, -1.0, 2.0, -2.0, 0.0, 5.0, 5.0, 5.0, 5.0, 5.0])
+    assert rope.mean_abs_between(score, distances, 1, 3) == pytest.approx(5 / 3)
