@@ -405,6 +405,11 @@ def headline_means(suite: pd.DataFrame, by) -> pd.Series:
     return suite[suite.headline].groupby(by).score.mean()
 
 
+def headline_mean(suite: pd.DataFrame, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """Mean headline score over a suite table's cells with ``lo <= length <= hi`` (NaN if none)."""
+    return float(suite[suite.headline & (suite.length >= lo) & (suite.length <= hi)].score.mean())
+
+
 def category_means(suite: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """HELMET's macro-average (ProLong Table 10): headline scores averaged over depths per task,
     then over the tasks of each category, per length. ``metric`` (e.g. ``"answer_acc"``): that
