@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import data, models, rope, train
+from . import data, evaluate, models, rope, train
 from .profiles import PROFILES, check, pick
 
 
@@ -172,3 +172,9 @@ def base_model(profile: str, name: str = "llama2", seed: int = 0):
         name=f"base-{name}-{profile}-formats",
     )
     return train.load_run(run2), tokenizer, [run1, run2]
+
+
+def ref(name: str, runs) -> evaluate.Ref:
+    """Base model ``name`` as cached evaluations name it: its last pretraining stage's run, or
+    the released checkpoint (``runs`` empty, on gpu/paper)."""
+    return evaluate.Ref.of(runs[-1] if runs else BASES[name].paper_model)

@@ -62,7 +62,7 @@ def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") 
     plt.rcParams.update(PLOT_STYLE)
     base_net, _, base_runs = base.base_model(profile, base_name, 0)
     tokenizer, tokens = base.corpus_tokens(profile, base_name)
-    ref = evaluate.Ref.of(base_runs[-1] if base_runs else base.BASES[base_name].paper_model)
+    ref = base.ref(base_name, base_runs)
     return Chapter(
         name=name,
         profile=profile,

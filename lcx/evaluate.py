@@ -9,6 +9,7 @@ documents (split by document in :mod:`lcx.data`).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -585,9 +586,11 @@ def suite(
     depths=(0.0, 0.25, 0.5, 0.75, 1.0),
     seed: int = 0,
     max_prompt: int | None = None,
+    timed: bool = False,
 ) -> pd.DataFrame:
     """:func:`evaluate_suite` of ``ref`` on the held-out pool of ``tokens``, cached under a key
-    of every argument (:func:`memo`)."""
+    of every argument (:func:`memo`). ``timed`` adds a ``seconds`` column: how long the suite
+    took when it ran (a warm rerun shows that time, not the load's)."""
     params = {
         "tasks": list(task_names),
         "lengths": list(lengths),
@@ -596,11 +599,10 @@ def suite(
         "seed": seed,
         "max_prompt": max_prompt,
     }
-    return memo(
-        "suite-of",
-        params,
-        [ref.key, tokens.key],
-        lambda: evaluate_suite(
+
+    def compute():
+        start = time.time()
+        table = evaluate_suite(
             ref.load(),
             tokenizer,
             task_names,
@@ -610,8 +612,12 @@ def suite(
             held_out_pool(tokenizer, tokens),
             depths,
             max_prompt=max_prompt,
-        ),
-    )
+        )
+        if timed:
+            table["seconds"] = time.time() - start
+        return table
+
+    return memo("suite-of", {**params, "timed": timed}, [ref.key, tokens.key], compute)
 
 
 def perplexity(
@@ -667,3 +673,14 @@ def short_ppl(ref: Ref, tokenizer, tokens, max_len: int) -> float:
 def mean_loss_between(curve: pd.DataFrame, start: float, end: float) -> float:
     """Mean NLL of the buckets of a :func:`loss_by_position` curve that lie in (start, end]."""
     return float(curve[(curve.start > start) & (curve.end <= end)].nll.mean())
+
+
+def passkey(ref: Ref, tokenizer, lengths, depths, n: int, seed: int = 0) -> pd.DataFrame:
+    """:func:`passkey_grid` of ``ref``, cached under a key of every argument (:func:`memo`)."""
+    params = {"lengths": list(lengths), "depths": list(depths), "n": n, "seed": seed}
+    return memo(
+        "passkey-of",
+        params,
+        [ref.key, tokenizer.key],
+        lambda: passkey_grid(ref.load(), tokenizer, lengths, depths, n=n, seed=seed),
+    )
