@@ -34,6 +34,7 @@ class Chapter:
     tokens: object
     base_net: object
     base_ref: evaluate.Ref
+    base_runs: list  # its pretraining stages' run folders (none for a released checkpoint)
     metrics: dict = field(default_factory=dict)
 
 
@@ -73,5 +74,6 @@ def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") 
         tokens=tokens,
         base_net=base_net,
         base_ref=ref,
+        base_runs=base_runs,
         metrics={"profile": profile, "seeds": seeds},
     )

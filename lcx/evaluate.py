@@ -566,14 +566,15 @@ class Ref:
         return model
 
 
-_POOLS: dict[str, tasks.Pool] = {}
+_POOLS: dict[tuple[str, str], tasks.Pool] = {}
 
 
-def held_out_pool(tokenizer, tokens) -> tasks.Pool:
-    """The held-out pool the probe tasks draw their text from, built once per tokenized corpus."""
-    if tokens.key not in _POOLS:
-        _POOLS[tokens.key] = tasks.Pool.from_tokens(tokenizer, tokens["test"])
-    return _POOLS[tokens.key]
+def pool(tokenizer, tokens, split: str = "test") -> tasks.Pool:
+    """The pool of real text the probe tasks draw from (``split``: held-out ``test`` for
+    evaluation, ``train`` for training rows), built once per tokenized corpus."""
+    if (tokens.key, split) not in _POOLS:
+        _POOLS[tokens.key, split] = tasks.Pool.from_tokens(tokenizer, tokens[split])
+    return _POOLS[tokens.key, split]
 
 
 def suite(
@@ -609,7 +610,7 @@ def suite(
             lengths,
             n_per_cell,
             seed,
-            held_out_pool(tokenizer, tokens),
+            pool(tokenizer, tokens),
             depths,
             max_prompt=max_prompt,
         )
@@ -643,15 +644,25 @@ def perplexity(
 
 
 def nll(
-    ref: Ref, tokenizer, tokens, length: int, n_windows: int, offset: int = 0, batch_size: int = 8
+    ref: Ref,
+    tokenizer,
+    tokens,
+    length: int,
+    n_windows: int,
+    offset: int = 0,
+    batch_size: int = 8,
+    domains=None,
 ) -> np.ndarray:
     """Per-token NLL (:func:`token_nll`, windows x positions) of ``n_windows`` held-out windows of
-    ``length`` tokens starting ``offset`` tokens into their documents (:func:`windows`), cached
-    under a key of every argument (:func:`memo`)."""
+    ``length`` tokens starting ``offset`` tokens into their documents (:func:`windows`; from
+    ``domains`` only, if given), cached under a key of every argument (:func:`memo`)."""
     params = {"length": length, "n": n_windows, "offset": offset, "batch_size": batch_size}
+    if domains is not None:
+        params["domains"] = list(domains)
 
     def compute():
-        w = windows(tokens["test"], length, n_windows, tokenizer.bos_token_id, offset=offset)
+        bos = tokenizer.bos_token_id
+        w = windows(tokens["test"], length, n_windows, bos, domains, offset=offset)
         return pd.DataFrame(token_nll(ref.load(), w, batch_size=batch_size).numpy())
 
     return memo("nll-of", params, [ref.key, tokens.key], compute).to_numpy()

@@ -104,3 +104,16 @@ def collect(profile: str, root: Path | None = None) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["chapter", *COLUMNS])
     return pd.concat(frames, ignore_index=True)
+
+
+def seed_ranges(results: pd.DataFrame, names, col: str = "avg") -> str:
+    """``"name mean [min, max]"`` of ``col`` over the seeds of each model in ``names`` that has
+    rows in ``results`` (one row per model and seed), for a scorecard's ``ours``."""
+    parts = []
+    for name in names:
+        per_seed = results[results.model == name][col]
+        if len(per_seed):
+            parts.append(
+                f"{name} {per_seed.mean():.3f} [{per_seed.min():.3f}, {per_seed.max():.3f}]"
+            )
+    return ", ".join(parts)

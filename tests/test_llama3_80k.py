@@ -19,7 +19,7 @@ def test_recipe_and_variants_on_gpu_are_the_papers():
 
 def test_topic_lengths_hold_that_many_topics(tiny):
     tok, tokens = tiny
-    pool = evaluate.held_out_pool(tok, tokens)
+    pool = evaluate.pool(tok, tokens)
     for k, n in zip((2, 5), llama3_80k.topic_lengths((2, 5)), strict=True):
         assert tasks.generate("topic", tok, n, None, 0, "test", pool).meta["topics"] == k
 

@@ -3,7 +3,14 @@ import json
 import pandas as pd
 import pytest
 
-from lcx.scorecard import VERDICTS, Scorecard, beats_in_every_seed, collect, verdict
+from lcx.scorecard import (
+    VERDICTS,
+    Scorecard,
+    beats_in_every_seed,
+    collect,
+    seed_ranges,
+    verdict,
+)
 
 
 def test_verdict_rule():
@@ -68,3 +75,13 @@ def test_beats_in_every_seed_compares_seed_by_seed_not_the_means():
     assert not beats_in_every_seed(results, "a", "b", ["avg", "recall"])
     with pytest.raises(ValueError, match="seeds"):
         beats_in_every_seed(results, "a", "d")
+
+
+def test_seed_ranges_give_mean_and_range_of_each_model_that_ran():
+    results = pd.DataFrame(
+        {"model": ["a", "a", "b"], "seed": [0, 1, 0], "avg": [0.1, 0.3, 0.5], "x": [1, 2, 3]}
+    )
+    assert seed_ranges(results, ["a", "missing", "b"]) == (
+        "a 0.200 [0.100, 0.300], b 0.500 [0.500, 0.500]"
+    )
+    assert seed_ranges(results, ["a"], "x") == "a 1.500 [1.000, 2.000]"
