@@ -470,38 +470,6 @@ def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) ->
     }
 
 
-def memo_short_perplexity(load, key: str, tokens, bos_id: int, max_len: int) -> float:
-    """:func:`short_perplexity` of the model ``load()`` returns on ``tokens["test"]``, cached by
-    the model's key (``key``) and ``tokens.key`` (:func:`memo`), so a warm rerun loads nothing."""
-    t = memo(
-        "short-ppl",
-        {"max_len": max_len},
-        [key, tokens.key],
-        lambda: pd.DataFrame([short_perplexity(load(), tokens["test"], bos_id, max_len)]),
-    )
-    return float(t["ppl"].iloc[0])
-
-
-def retention(
-    model,
-    tokenizer,
-    tokens,
-    pool,
-    window: int,
-    n_per_cell: int = 20,
-    seed: int = 0,
-    task_names=None,
-) -> dict:
-    """The short-context retention set: held-out short perplexity and the probe suite at W/2 and W
-    (the lengths the base model was trained at), to compare before and after an extension."""
-    names = tasks.PROBES if task_names is None else task_names
-    suite = evaluate_suite(model, tokenizer, names, [window // 2, window], n_per_cell, seed, pool)
-    return {
-        "short": short_perplexity(model, tokens, tokenizer.bos_token_id, window),
-        "suite": suite,
-    }
-
-
 def memo(kind: str, config: dict, inputs: list[str], compute) -> pd.DataFrame:
     """An evaluation table cached like any artifact (:func:`lcx.cache.cached`): keyed by ``kind``,
     its parameters ``config``, the keys of what it evaluates (``inputs``, e.g. the model's run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import budget, evaluate, models, tasks, train
+from . import budget, evaluate, models, train
 from .profiles import pick
 
 ABF_FACTOR = 50  # 10,000 -> 500,000
@@ -174,7 +174,7 @@ def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool) -> list[dict]:
     long QA of ``2W``-``8W`` tokens from training documents, with the LM loss on the long input
     (``lm_loss``) or on the answers only; shuffled."""
     W, L, tokenizer = ch.W, 8 * ch.W, ch.tokenizer
-    pool = tasks.Pool.from_tokens(tokenizer, ch.tokens["train"])
+    pool = evaluate.pool(tokenizer, ch.tokens, "train")
     short_lengths = pick(ch.profile, tiny=(160, 250), cpu=(W // 2, W), gpu=(W // 4, W))
     n = sft.steps * sft.rows_per_step
     short_rows = [

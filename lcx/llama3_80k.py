@@ -74,7 +74,7 @@ def training_rows(ch, qlora: train.Recipe, seed: int):
     stand-in) and short instructions (the LongAlpaca stand-in)."""
     W, L, tokenizer, tokens = ch.W, FACTOR * ch.W, ch.tokenizer, ch.tokens
     have = set(tokens["train"]["domain"])
-    train_pool = tasks.Pool.from_tokens(tokenizer, tokens["train"])
+    train_pool = evaluate.pool(tokenizer, tokens, "train")
     family_pools = {
         "single_detail": train_pool,
         "multi_detail_homogeneous": train_pool,

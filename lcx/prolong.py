@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from . import budget, data, evaluate, models, rope, train
+from . import bench, budget, data, evaluate, models, rope, train
 from .profiles import pick
 
 LONG = {"code": 1.0, "books": 1.0}  # paper: code repositories and books, 1:1 (Table 4)
@@ -267,3 +267,15 @@ def simulated_throughput(costs, tokens: int, devices: int, order=None, trials=20
             [budget.step_time(list(rng.permutation(costs)), devices) for _ in range(trials)]
         )
     return tokens / devices / t
+
+
+def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
+    """Seconds per packed row by attention implementation (:func:`lcx.bench.packed_row_times`,
+    App. B / Table 15's measurement) on the base model's config, measured once per cache."""
+    params = {"rows": train.rows_key(rows), "repeats": repeats, "bf16": bf16}
+    return evaluate.memo(
+        "packed-row-times",
+        params,
+        [ch.base_ref.key],
+        lambda: bench.packed_row_times(ch.base_net.config, rows, repeats=repeats, bf16=bf16),
+    )

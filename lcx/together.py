@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from . import evaluate, models, tasks, train
+from . import evaluate, models, train
 from .profiles import pick
 
 FACTOR = 8  # linear PI factor: 4K -> 32K
@@ -153,7 +153,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
         inputs=[tokens.key, tokenizer.key, r1.name],
         name=f"together-phase2-{profile}",
     )
-    pool = tasks.Pool.from_tokens(tokenizer, tokens["train"])
+    pool = evaluate.pool(tokenizer, tokens, "train")
     runs = {"phase1": r1, "phase2": r2}
     for task in FINETUNE_TASKS:
         rec = train.Recipe(

@@ -261,34 +261,6 @@ def test_windows_offset_skips_document_openings(tiny):
     )
 
 
-def test_retention_is_short_perplexity_plus_the_suite_at_half_w_and_w(tiny):
-    tok, t = tiny
-    pool = tasks.Pool.from_tokens(tok, t["train"])
-    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).eval()
-    got = evaluate.retention(model, tok, t["test"], pool, 256, n_per_cell=1, task_names=["passkey"])
-    assert got["short"] == evaluate.short_perplexity(model, t["test"], tok.bos_token_id, 256)
-    assert sorted(set(got["suite"].length)) == [128, 256]
-
-
-def test_memo_short_perplexity_loads_once_and_matches_the_direct_computation(
-    tiny, monkeypatch, tmp_path
-):
-    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
-    tok, t = tiny
-    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).eval()
-    loads = []
-
-    def load():
-        loads.append(1)
-        return model
-
-    tokens = type("Tokens", (dict,), {"key": "tokens-key"})(test=t["test"])
-    first = evaluate.memo_short_perplexity(load, "model-key", tokens, tok.bos_token_id, 64)
-    again = evaluate.memo_short_perplexity(load, "model-key", tokens, tok.bos_token_id, 64)
-    direct = evaluate.short_perplexity(model, t["test"], tok.bos_token_id, 64)["ppl"]
-    assert first == again == pytest.approx(direct) and loads == [1]
-
-
 # --- evaluations that cache themselves -------------------------------------------------------------
 
 
