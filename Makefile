@@ -81,8 +81,8 @@ book: $(EXECUTED)
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
 lint: $(STAMP)
-	$(BIN)/ruff check lcx tests notebooks
-	$(BIN)/ruff format --check lcx tests notebooks
+	$(BIN)/ruff check lcx tests notebooks scripts
+	$(BIN)/ruff format --check lcx tests notebooks scripts
 
 test: lint
 	LCX_PROFILE=tiny $(BIN)/pytest -n 2 tests --nbmake notebooks
