@@ -194,14 +194,12 @@ def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool) -> list[dict]:
 
 def instruction_tune(ch, abf_run, sft: train.Recipe, seed: int, lm_loss: bool):
     """An ABF run fine-tuned on :func:`sft_rows` (its folder)."""
-    return train.train(
-        train.load_run(abf_run),
-        None,
+    return train.fine_tune(
+        abf_run,
         ch.tokenizer,
         dataclasses.replace(sft, seed=seed),
-        inputs=[ch.tokenizer.key, abf_run.name],
-        name=f"l2long-sft-{'lm' if lm_loss else 'answers'}-{ch.profile}",
-        rows=sft_rows(ch, sft, seed, lm_loss),
+        f"l2long-sft-{'lm' if lm_loss else 'answers'}-{ch.profile}",
+        sft_rows(ch, sft, seed, lm_loss),
     )
 
 

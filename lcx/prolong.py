@@ -209,14 +209,8 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
         ),
     }
     rows = train.mix_rows(parts, sft.steps * sft.rows_per_step, seed)
-    return train.train(
-        train.load_run(run),
-        None,
-        ch.tokenizer,
-        dataclasses.replace(sft, seed=seed),
-        inputs=[ch.tokenizer.key, run.name],
-        name=f"prolong-sft-{ch.profile}",
-        rows=rows,
+    return train.fine_tune(
+        run, ch.tokenizer, dataclasses.replace(sft, seed=seed), f"prolong-sft-{ch.profile}", rows
     )
 
 

@@ -166,15 +166,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
             save_every=50,
         )
         rows = train.task_sft_rows(task, tokenizer, rec.steps * rec.rows_per_step, L, seed, pool)
-        runs[task] = train.train(
-            train.load_run(r2),
-            None,
-            tokenizer,
-            rec,
-            inputs=[tokenizer.key, r2.name],
-            name=f"together-ft-{task}-{profile}",
-            rows=rows,
-        )
+        runs[task] = train.fine_tune(r2, tokenizer, rec, f"together-ft-{task}-{profile}", rows)
     return runs
 
 

@@ -971,6 +971,20 @@ def _quiet_weights(fn):
     return quiet
 
 
+def fine_tune(run: Path, tokenizer, recipe: Recipe, name: str, rows: list[dict]) -> Path:
+    """``run``'s model trained further on ``rows`` (instruction or task tuning, no corpus): a run
+    of its own, keyed by the tokenizer, the run it starts from, the recipe and the rows."""
+    return train(
+        load_run(run),
+        None,
+        tokenizer,
+        recipe,
+        inputs=[tokenizer.key, run.name],
+        name=name,
+        rows=rows,
+    )
+
+
 def find_run(name: str) -> Path | None:
     """The finished run folder called ``name`` (a run's ``.name``, as chapters record them in their
     metrics) in this cache, or None: how a chapter reuses another chapter's models."""
