@@ -33,7 +33,7 @@ def available() -> list[str]:
     return [*found, "sdpa", "eager", VARLEN]
 
 
-def pick(override: str | None = None) -> str:
+def implementation(override: str | None = None) -> str:
     """``override`` or ``$LCX_ATTN`` if set (and usable), else the fastest available."""
     choice = override or os.environ.get("LCX_ATTN")
     if choice is None:

@@ -261,7 +261,7 @@ def _attention_measure(
     torch.set_flush_denormal(True)
     dev = torch.device(device)
     config = models.tiny_config(size, vocab, seq_len, 520.0)
-    # tiny_config passes attn_implementation=attention.pick() itself, so it is set here instead;
+    # tiny_config passes attn_implementation=attention.implementation() itself, so it is set here instead;
     # the setter reaches every attention layer, which reads it at each forward.
     config._attn_implementation = impl
     model = models.new_model(config).to(dev).train()
@@ -432,11 +432,11 @@ def attention_step(
 
     Returns ``{"impl", "seq_len", "tokens_per_s", "peak_mb", "peak_rss_mb", "saved_mb"}`` plus ``base_mb``,
     ``memory`` (which counter) and ``device``. Raises ``ValueError`` for an unknown ``impl``,
-    ``RuntimeError`` for one not available here (:func:`lcx.attention.pick`), and
+    ``RuntimeError`` for one not available here (:func:`lcx.attention.implementation`), and
     ``torch.OutOfMemoryError`` when the step runs out of memory (on CPU: an allocation failure in
     the child, or the child killed by SIGKILL, as the kernel's OOM killer does).
     """
-    attention.pick(impl)
+    attention.implementation(impl)
     if method not in ("full", "lora", "qlora"):
         raise ValueError(f"method={method!r} is not one of full, lora, qlora")
     if steps < 2:

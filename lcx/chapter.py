@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from . import base, evaluate
+from . import evaluate, pretrained
 from .profiles import PROFILES, check, pick
 from .results import chapter_dir
 
@@ -58,18 +58,18 @@ def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") 
     plot style, and load base model ``base_name`` (chapter 02's, cached) with its tokens."""
     gc.freeze()
     check("profile", profile, PROFILES)
-    check("base_name", base_name, tuple(base.BASES))
+    check("base_name", base_name, tuple(pretrained.BASES))
     check_seeds(seeds)
     plt.rcParams.update(PLOT_STYLE)
-    base_net, _, base_runs = base.base_model(profile, base_name, 0)
-    tokenizer, tokens = base.corpus_tokens(profile, base_name)
-    ref = base.ref(base_name, base_runs)
+    base_net, _, base_runs = pretrained.base_model(profile, base_name, 0)
+    tokenizer, tokens = pretrained.corpus_tokens(profile, base_name)
+    ref = pretrained.ref(base_name, base_runs)
     return Chapter(
         name=name,
         profile=profile,
         seeds=seeds,
         out=chapter_dir(name, profile),
-        W=base.window(profile),
+        W=pretrained.window(profile),
         tokenizer=tokenizer,
         tokens=tokens,
         base_net=base_net,

@@ -492,7 +492,7 @@ def memo(kind: str, config: dict, inputs: list[str], compute) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Ref:
     """A model by reference, which is what a cached evaluation is called with: a trained run's
-    folder (:func:`lcx.train.train`) or a hub checkpoint, plus an optional RoPE change applied at
+    folder (:func:`lcx.train.run`) or a hub checkpoint, plus an optional RoPE change applied at
     load time (keyword arguments of :func:`lcx.models.with_rope`; e.g. PI without training).
     ``key`` names it in cache keys (a run folder's name already hashes its config and inputs), and
     ``load()`` builds the model only when an evaluation is not cached yet."""

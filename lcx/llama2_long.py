@@ -73,7 +73,7 @@ def recipe(profile: str, W: int) -> train.Recipe:
 
 def extend(ch, recipe: train.Recipe, variant: str, rope_change: dict, seed: int):
     """One variant's continual-pretraining run (its folder) from the chapter's base model."""
-    return train.train(
+    return train.run(
         models.with_rope(ch.base_net, **rope_change),
         ch.tokens,
         ch.tokenizer,
@@ -141,7 +141,7 @@ def scratch_run(ch, scratch: train.Recipe, size: str, switch: float, seed: int, 
     inputs = [tokens.key, tokenizer.key, f"init-{seed}"]
     abf = {"method": "default", "base": b0 * ABF_FACTOR}
     if switch == 0:
-        return train.train(
+        return train.run(
             models.with_rope(init, **abf),
             tokens,
             tokenizer,

@@ -139,7 +139,7 @@ def extend(ch, qlora: train.Recipe, name: str, rope_change: dict, seed: int, row
         backend = {"backend": "unsloth"}
     else:
         model, backend = models.with_rope(ch.base_net, **rope_change), {}
-    return train.train(
+    return train.run(
         model,
         None,
         ch.tokenizer,

@@ -172,7 +172,7 @@ def tiny_config(
         rope_parameters={"rope_type": "default", "rope_theta": float(rope_base)},
         tie_word_embeddings=False,
         use_cache=False,  # packed training: the cache would let documents see each other
-        attn_implementation=attention.pick(),
+        attn_implementation=attention.implementation(),
         **params,
     )
 
@@ -425,7 +425,10 @@ def load_pretrained(
     config = AutoConfig.from_pretrained(name_or_path)
     if method is not None:
         config = rope.apply_rope(config, method, base=base, factor=factor, **rope_kw)
-    kwargs = {"config": config, "attn_implementation": attention.pick(attn_implementation)}
+    kwargs = {
+        "config": config,
+        "attn_implementation": attention.implementation(attn_implementation),
+    }
     if dtype is not None:
         kwargs["dtype"] = dtype
     if load_in_4bit:

@@ -181,7 +181,7 @@ def continued_run(ch, start, recipe, settings: dict, bases: dict, seed: int, nam
         ch.tokenizer,
     )
     model = models.with_rope(start, "default", base=base)
-    return train.train(
+    return train.run(
         model, None, ch.tokenizer, rec, inputs=inputs, name=run_name(name, ch.profile), rows=rows
     )
 

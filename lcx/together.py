@@ -137,7 +137,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
     to 32K context"), then phase 2 fine-tuned on each of :data:`FINETUNE_TASKS` ("Building
     long-context applications via fine-tuning"; loss on the answers, training documents)."""
     L, profile, tokens, tokenizer = 8 * ch.W, ch.profile, ch.tokens, ch.tokenizer
-    r1 = train.train(
+    r1 = train.run(
         models.with_rope(ch.base_net, method="linear", factor=FACTOR),
         tokens,
         tokenizer,
@@ -145,7 +145,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
         inputs=[tokens.key, tokenizer.key, ch.base_ref.key],
         name=f"together-phase1-{profile}",
     )
-    r2 = train.train(
+    r2 = train.run(
         train.load_run(r1),
         tokens,
         tokenizer,

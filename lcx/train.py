@@ -74,7 +74,7 @@ class Recipe:
     # accumulation. The loss stays averaged over every answer/target token of the step (ProLong §A.3).
     micro_rows: int | None = None
     # Several processes for one run (gpu/paper): {"processes": 8} trains data-parallel on 8 ranks
-    # (a torchrun launch from train(); on GPUs add "fsdp": True to shard the model, FSDP2 per
+    # (a torchrun launch from run(); on GPUs add "fsdp": True to shard the model, FSDP2 per
     # block, and "sp_size": n for DeepSpeed-Ulysses sequence parallelism over n ranks, ProLong's
     # 512K stage). The layout is not part of the run's key: the loss is the same token average.
     parallel: dict | None = None
@@ -445,7 +445,7 @@ def collate(rows: list[dict]) -> dict:
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 
-def train(
+def run(
     model: LlamaForCausalLM,
     tokens,
     tokenizer,
@@ -653,9 +653,9 @@ def curriculum(
         schedule_steps=total,
         schedule_start=first_steps,
     )
-    run1 = train(model, tokens, tokenizer, short, inputs, name=f"{name}-short")
+    run1 = run(model, tokens, tokenizer, short, inputs, name=f"{name}-short")
     switched = with_rope(load_run(run1), **rope_change)
-    return train(switched, tokens, tokenizer, long, [*inputs, run1.name], name=f"{name}-long")
+    return run(switched, tokens, tokenizer, long, [*inputs, run1.name], name=f"{name}-long")
 
 
 def _padded_row(ids, pos, labels, weights, seq_len: int, pad_id: int) -> dict:
@@ -971,15 +971,15 @@ def _quiet_weights(fn):
     return quiet
 
 
-def fine_tune(run: Path, tokenizer, recipe: Recipe, name: str, rows: list[dict]) -> Path:
-    """``run``'s model trained further on ``rows`` (instruction or task tuning, no corpus): a run
+def fine_tune(start: Path, tokenizer, recipe: Recipe, name: str, rows: list[dict]) -> Path:
+    """``start``'s model trained further on ``rows`` (instruction or task tuning, no corpus): a run
     of its own, keyed by the tokenizer, the run it starts from, the recipe and the rows."""
-    return train(
-        load_run(run),
+    return run(
+        load_run(start),
         None,
         tokenizer,
         recipe,
-        inputs=[tokenizer.key, run.name],
+        inputs=[tokenizer.key, start.name],
         name=name,
         rows=rows,
     )

@@ -76,15 +76,15 @@ def test_the_pitfalls_the_helper_avoids(impl):
 
 
 def test_pick(monkeypatch):
-    assert attention.pick() == attention.available()[0]
-    assert attention.pick("eager") == "eager"
+    assert attention.implementation() == attention.available()[0]
+    assert attention.implementation("eager") == "eager"
     monkeypatch.setenv("LCX_ATTN", "sdpa")
-    assert attention.pick() == "sdpa"
+    assert attention.implementation() == "sdpa"
     with pytest.raises(ValueError, match="flash_attention_3"):
-        attention.pick("flash_attention_3")
+        attention.implementation("flash_attention_3")
     if "flash_attention_2" not in attention.available():
         with pytest.raises(RuntimeError, match="not available"):
-            attention.pick("flash_attention_2")
+            attention.implementation("flash_attention_2")
 
 
 @pytest.mark.parametrize("impl", IMPLS)

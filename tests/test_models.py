@@ -295,7 +295,7 @@ def test_checkpoint_tokenizer_gets_a_pad_token_and_a_cache_key(tmp_path):
 
 
 def test_corpus_tokens_on_gpu_tokenize_with_the_base_checkpoints_tokenizer(monkeypatch):
-    from lcx import base, data
+    from lcx import data, pretrained
 
     asked = {}
     monkeypatch.setattr(data, "load_corpus", lambda profile: "corpus")
@@ -307,11 +307,11 @@ def test_corpus_tokens_on_gpu_tokenize_with_the_base_checkpoints_tokenizer(monke
             asked.update(profile=profile, corpus=corpus, hub_name=hub_name) or "tok"
         ),
     )
-    assert base.corpus_tokens("gpu", "llama3") == ("tok", ("corpus", "tok"))
+    assert pretrained.corpus_tokens("gpu", "llama3") == ("tok", ("corpus", "tok"))
     assert asked == {
         "profile": "gpu",
         "corpus": None,
         "hub_name": "meta-llama/Meta-Llama-3-8B-Instruct",
     }
-    base.corpus_tokens("cpu")
+    pretrained.corpus_tokens("cpu")
     assert asked == {"profile": "cpu", "corpus": "corpus", "hub_name": None}

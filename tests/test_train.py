@@ -21,7 +21,7 @@ c = data.load_corpus("tiny"); tok = models.load_tokenizer("tiny", c); t = data.t
 m = models.new_model(models.tiny_config("tiny", len(tok), 128, 520.0), seed=0)
 r = train.Recipe(seq_len=128, tokens=128 * 4 * STEPS, batch_tokens=128 * 4, lr=3e-3, warmup=0.1,
                  formats={"passkey": 0.2}, save_every=EVERY)
-print(train.train(m, t, tok, r, inputs=[t.key, tok.key, "init-0"], name="test"))
+print(train.run(m, t, tok, r, inputs=[t.key, tok.key, "init-0"], name="test"))
 """
 
 
@@ -268,7 +268,7 @@ def test_lora_run_changes_only_adapted_weights(tiny_setup):
         save_every=1000,
         lora={"r": 4, "alpha": 8, "modules_to_save": ["embed_tokens"]},
     )
-    run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="lora")
+    run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="lora")
     after = train.load_run(run).state_dict()
     assert set(after) == set(before)  # merged: a plain Llama checkpoint
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -295,7 +295,7 @@ def test_qlora_run_trains_on_nf4_and_merges_a_low_rank_update(tiny_setup):
         save_every=1000,
         lora={"r": r, "alpha": 8, "quantize": "nf4"},
     )
-    run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="qlora")
+    run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="qlora")
     after = train.load_run(run).state_dict()
     assert set(after) == set(before)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -319,7 +319,7 @@ def test_lora_rejects_unknown_quantization_or_backend(tiny_setup, bad):
         seq_len=128, tokens=512, batch_tokens=512, lr=1e-2, lora={"r": 2, "alpha": 4, **bad}
     )
     with pytest.raises(ValueError, match=next(iter(bad))):
-        train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "x"], name="bad")
+        train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "x"], name="bad")
 
 
 class FakeFastLanguageModel:
@@ -373,7 +373,7 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
         lora={"r": 2, "alpha": 4, "backend": "unsloth"},
     )
     with pytest.raises(ValueError, match="cannot mask packed documents"):  # an Unsloth without it
-        train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "u"], name="old-unsloth")
+        train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "u"], name="old-unsloth")
     for name in ("unsloth.utils", "unsloth.utils.packing"):  # a release that reads the lengths
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     FakeFastLanguageModel.calls.clear()
@@ -391,7 +391,7 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
             lora={**lora, "backend": backend} if backend == "unsloth" else lora,
             mixture={"short": 1.0},  # short sections: several documents per row
         )
-        run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name=backend)
+        run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name=backend)
         merged[backend] = train.load_run(run).state_dict()
     call, saved = FakeFastLanguageModel.calls
     assert saved == {"save_method": "merged_16bit"}  # merged in 16 bits, not into the 4-bit base
@@ -546,12 +546,12 @@ def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, 
         seq_len=64, tokens=64 * 2 * 2, batch_tokens=64 * 2, lr=1e-3, save_every=100
     )
     model = models.new_model(models.tiny_config("tiny", len(tok), 64, 248.0), seed=0)
-    first = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="a")
+    first = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="a")
     copy = tmp_path / "elsewhere" / first.name
     shutil.copytree(first, copy)
     cont = dataclasses.replace(recipe, seed=1)
-    a = train.train(train.load_run(first), t, tok, cont, inputs=[t.key, first.name], name="b")
-    b = train.train(train.load_run(copy), t, tok, cont, inputs=[t.key, first.name], name="b")
+    a = train.run(train.load_run(first), t, tok, cont, inputs=[t.key, first.name], name="b")
+    b = train.run(train.load_run(copy), t, tok, cont, inputs=[t.key, first.name], name="b")
     assert a == b
 
 
@@ -564,7 +564,7 @@ def test_runs_on_format_rows_key_on_the_task_generators_version(tiny_setup, monk
 
     def run(recipe):
         model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
-        return train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="v")
+        return train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="v")
 
     before = run(plain), run(with_formats)
     monkeypatch.setattr(tasks, "VERSION", tasks.VERSION + 1)
@@ -625,7 +625,7 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(
             seq_len=128, tokens=128 * 4 * 2, batch_tokens=128 * 4, lr=1e-2, micro_rows=micro
         )
         model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
-        run = train.train(model, None, tok, recipe, inputs=[tok.key, "i"], name="ga", rows=rows)
+        run = train.run(model, None, tok, recipe, inputs=[tok.key, "i"], name="ga", rows=rows)
         finals[micro] = train.load_run(run).state_dict()
         logs[micro] = [e["loss"] for e in train.loss_log(run)]
     for k, v in finals[None].items():
@@ -634,10 +634,10 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(
     assert "micro_rows" not in train.Recipe(seq_len=8, tokens=8, batch_tokens=8, lr=1.0).config()
     with pytest.raises(ValueError, match="micro_rows"):
         bad = dataclasses.replace(recipe, micro_rows=3)
-        train.train(model, None, tok, bad, inputs=["x"], name="bad", rows=rows)
+        train.run(model, None, tok, bad, inputs=["x"], name="bad", rows=rows)
     monkeypatch.setenv("WORLD_SIZE", "3")  # 4 rows a step cannot split over 3 ranks
     with pytest.raises(ValueError, match="3 ranks"):
-        train.train(model, None, tok, recipe, inputs=["x"], name="bad", rows=rows)
+        train.run(model, None, tok, recipe, inputs=["x"], name="bad", rows=rows)
 
 
 def test_two_processes_train_the_same_model_as_one(tiny_setup):
@@ -653,7 +653,7 @@ def test_two_processes_train_the_same_model_as_one(tiny_setup):
     finals = {}
     for name, rec in (("one", recipe), ("two", two)):
         model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
-        run = train.train(model, None, tok, rec, inputs=[tok.key, "i"], name=name, rows=rows)
+        run = train.run(model, None, tok, rec, inputs=[tok.key, "i"], name=name, rows=rows)
         finals[name] = train.load_run(run).state_dict()
         assert len(train.loss_log(run)) == 2
     for k, v in finals["one"].items():
@@ -698,7 +698,7 @@ def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
     tok, t = tiny_setup
     model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
     recipe = train.Recipe(seq_len=128, tokens=512, batch_tokens=512, lr=1e-3, save_every=1000)
-    run = train.train(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="found")
+    run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="found")
     assert train.find_run(run.name) == run
     assert train.find_run("0123456789abcdef") is None
 

@@ -155,7 +155,7 @@ def base_model(profile: str, name: str = "llama2", seed: int = 0):
         SETUP[profile]["size"], len(tokenizer), window(profile), rope_base(name, profile)
     )
     inputs = [tokens.key, tokenizer.key, f"init-{seed}"]
-    run1 = train.train(
+    run1 = train.run(
         models.new_model(config, seed),
         tokens,
         tokenizer,
@@ -163,7 +163,7 @@ def base_model(profile: str, name: str = "llama2", seed: int = 0):
         inputs=inputs,
         name=f"base-{name}-{profile}",
     )
-    run2 = train.train(
+    run2 = train.run(
         train.load_run(run1),
         tokens,
         tokenizer,
