@@ -543,13 +543,6 @@ def self_instruct(tokenizer, length, depth, seed, split="test", pool=None) -> Ex
 
 # --- Llama-3 80K's synthetic long QA (§1): multi-turn conversations over one long context ----------
 
-LONG_QA_FAMILIES = (
-    "single_detail",
-    "multi_detail_homogeneous",
-    "multi_detail_heterogeneous",
-    "biography",
-)
-
 
 @dataclass
 class Conversation:
@@ -582,111 +575,154 @@ def _turn_tokens(turns) -> int:
     return sum(len(q) + len(a) for q, a in turns)
 
 
+def _long_qa_start(tokenizer, seed: int, split: str, pool, family: str):
+    """What every family starts from: its random stream (salted with the family's name), the
+    pool, and the instruction that opens the context."""
+    rng = _rng(seed, split, family)
+    pool = _pool(pool, "long_qa")
+    return rng, pool, _enc(tokenizer, "Read the text below and answer the questions after it.\n\n")
+
+
+def _qa_ids(tokenizer, qa) -> list[tuple[list[int], list[int]]]:
+    """(question ids, answer ids) of each (question, answer) turn."""
+    return [
+        (_enc(tokenizer, f"\n\nQuestion: {q}\nAnswer:"), _enc(tokenizer, " " + a)) for q, a in qa
+    ]
+
+
+def _context_room(length: int, head, reserved: int, family: str) -> int:
+    """Tokens left for the context after BOS, the instruction and ``reserved`` tokens of turns."""
+    room = length - 1 - len(head) - reserved
+    if room < 64:
+        raise ValueError(f"length {length} is too short for a {family} conversation")
+    return room
+
+
+def _conversation(tokenizer, head, context, qa, family, length, seed, **meta) -> Conversation:
+    return Conversation(
+        [tokenizer.bos_token_id, *head, *context],
+        _qa_ids(tokenizer, qa),
+        [a for _, a in qa],
+        {"task": "long_qa", "family": family, "length": length, "seed": seed, **meta},
+    )
+
+
+def _stated_in_text(tokenizer, pool, rng, facts, qa, length, head, family) -> list[int]:
+    """Real text of the room the turns leave, with one statement per fact inserted in order, the
+    j-th at a random depth in [j/n, (j+1)/n) of the text (to the nearest sentence boundary)."""
+    stmts = [_enc(tokenizer, f" The {a} of {n} is {v}.") for n, a, v in facts]
+    reserved = _turn_tokens(_qa_ids(tokenizer, qa)) + sum(map(len, stmts))
+    context = pool.span(_context_room(length, head, reserved, family), rng)
+    for j, stmt in enumerate(stmts):
+        depth = (j + rng.random()) / len(stmts)  # spread over the text, in order
+        context, _ = _insert(context, stmt, depth, pool.enders)
+    return context
+
+
+def single_detail(tokenizer, length: int, seed: int, split="train", pool=None, turns=3):
+    """Llama-3 80K §1's single-detail QA: ``turns`` facts stated once each at random places of
+    one long text (spread over it, in order); each turn asks for one (a detail from one chunk)."""
+    rng, pool, head = _long_qa_start(tokenizer, seed, split, pool, "single_detail")
+    facts = _facts(rng, turns)
+    qa = [(f"What is the {a} of {n}?", v) for n, a, v in facts]
+    context = _stated_in_text(tokenizer, pool, rng, facts, qa, length, head, "single_detail")
+    return _conversation(tokenizer, head, context, qa, "single_detail", length, seed)
+
+
+def multi_detail_homogeneous(tokenizer, length: int, seed: int, split="train", pool=None, turns=3):
+    """Llama-3 80K §1's multi-detail QA over one text: ``2 turns + 2`` facts that share ``turns``
+    values, stated in a shuffled order over one long text; each turn asks for every person with
+    one value, in order of appearance (details aggregated from several places of one text)."""
+    family = "multi_detail_homogeneous"
+    rng, pool, head = _long_qa_start(tokenizer, seed, split, pool, family)
+    values = rng.sample(CITIES, turns)
+    facts = [(n, a, values[i % turns]) for i, (n, a, _) in enumerate(_facts(rng, 2 * turns + 2))]
+    rng.shuffle(facts)
+    attr = facts[0][1]
+    qa = [
+        (
+            f"Whose {attr} is {value}? Name them in the order the text does.",
+            ", ".join(n for n, _, v in facts if v == value),
+        )
+        for value in values
+    ]
+    context = _stated_in_text(tokenizer, pool, rng, facts, qa, length, head, family)
+    return _conversation(tokenizer, head, context, qa, family, length, seed)
+
+
+def multi_detail_heterogeneous(
+    tokenizer, length: int, seed: int, split="train", pool=None, turns=3
+):
+    """Llama-3 80K §1's multi-detail QA across documents: k passages of one domain (the paper
+    clusters a corpus; our domains are the clusters: pass a pool of one domain,
+    ``Pool.from_tokens(..., domains=[d])``), each of ``turns`` facts stated in two of them; each
+    turn asks which two documents state it (a similarity across texts)."""
+    family = "multi_detail_heterogeneous"
+    rng, pool, head = _long_qa_start(tokenizer, seed, split, pool, family)
+    k = max(4, min(12, length // 160))
+    statements, qa = [[] for _ in range(k)], []
+    for name, attr, value in _facts(rng, turns):
+        pair = sorted(rng.sample(range(k), 2))
+        for i in pair:
+            statements[i] = statements[i] + _enc(tokenizer, f" The {attr} of {name} is {value}.")
+        qa.append(
+            (
+                f"Which two documents state the {attr} of {name}?",
+                f"Documents [{pair[0] + 1}] and [{pair[1] + 1}].",
+            )
+        )
+    room = _context_room(length, head, _turn_tokens(_qa_ids(tokenizer, qa)), family)
+    context = _passages(tokenizer, pool, statements, room, rng)
+    return _conversation(tokenizer, head, context, qa, family, length, seed)
+
+
+def biography(tokenizer, length: int, seed: int, split="train", pool=None, turns=3):
+    """Llama-3 80K §1's biography QA, extractively: a book's main character (its most frequent
+    mid-sentence name, :func:`_character`); the one turn asks for the first two sentences that
+    mention them (at most 100 tokens), quoted in ``meta["quotes"]``. ``turns`` is ignored: a
+    book has one main character."""
+    rng, pool, head = _long_qa_start(tokenizer, seed, split, pool, "biography")
+    question = "Write a short biography of {}: quote the first two sentences about them."
+    reserved = len(_qa_ids(tokenizer, [(question.format("Someone"), "")])[0][0]) + 100
+    room = _context_room(length, head, reserved, "biography")
+    books = [d for d in pool.docs if len(d) >= room] or pool.docs[:1]
+    for _ in range(50):
+        context = list(books[rng.randrange(len(books))][:room])
+        name = _character(tokenizer, context)
+        if name:
+            break
+    else:
+        raise ValueError("no document in the pool has a recurring character name")
+    sents = [
+        x.strip()
+        for x in re.split(r"(?<=[.!?])\s+|\n+", tokenizer.decode(context))
+        if re.search(rf"\b{name}\b", x) and 4 <= len(x.split()) <= 30
+    ]
+    words = " ".join(sents[:2]).split()
+    while len(_enc(tokenizer, " " + " ".join(words))) > 100:  # the reserved 100 tokens
+        words.pop()
+    qa = [(question.format(name), " ".join(words))]
+    return _conversation(tokenizer, head, context, qa, "biography", length, seed, quotes=sents[:2])
+
+
+# Llama-3 80K's families of synthetic long QA (§1), by name, as TASKS holds the probe tasks.
+LONG_QA = {
+    f.__name__: f
+    for f in (single_detail, multi_detail_homogeneous, multi_detail_heterogeneous, biography)
+}
+LONG_QA_FAMILIES = tuple(LONG_QA)
+
+
 def long_qa(
     tokenizer, length: int, seed: int, split="train", pool=None, family="single_detail", turns=3
 ) -> Conversation:
     """A long-context QA conversation of about ``length`` tokens in one of Llama-3 80K's families
-    (:data:`LONG_QA_FAMILIES`), written by program where the paper prompted GPT-4:
-
-    - ``single_detail``: facts stated once each at random places of one long text; each turn asks
-      for one (a detail from one chunk);
-    - ``multi_detail_homogeneous``: one long text with facts that share values; each turn asks
-      for every person with a given value, in order of appearance (details aggregated from
-      several places of one text);
-    - ``multi_detail_heterogeneous``: several documents of one domain (the paper clusters a
-      corpus; our domains are the clusters), one fact repeated in two of them; each turn asks which
-      two documents state it (a similarity across texts);
-    - ``biography``: a book's main character (its most frequent mid-sentence name); the turn asks
-      for the first two sentences that mention them, the extractive stand-in for a biography.
-    """
-    if family not in LONG_QA_FAMILIES:
+    (:data:`LONG_QA`: :func:`single_detail`, :func:`multi_detail_homogeneous`,
+    :func:`multi_detail_heterogeneous`, :func:`biography`), written by program where the paper
+    prompted GPT-4."""
+    if family not in LONG_QA:
         raise ValueError(f"family={family!r} is not one of {LONG_QA_FAMILIES}")
-    rng = _rng(seed, split, family)
-    pool = _pool(pool, "long_qa")
-    head = _enc(tokenizer, "Read the text below and answer the questions after it.\n\n")
-
-    def encode(pairs):
-        return [
-            (_enc(tokenizer, f"\n\nQuestion: {q}\nAnswer:"), _enc(tokenizer, " " + a))
-            for q, a in pairs
-        ]
-
-    def room_after(reserved: int) -> int:
-        room = length - 1 - len(head) - reserved
-        if room < 64:
-            raise ValueError(f"length {length} is too short for a {family} conversation")
-        return room
-
-    qa: list[tuple[str, str]] = []
-    if family == "biography":
-        question = "Write a short biography of {}: quote the first two sentences about them."
-        room = room_after(len(encode([(question.format("Someone"), "")])[0][0]) + 100)
-        books = [d for d in pool.docs if len(d) >= room] or pool.docs[:1]
-        for _ in range(50):
-            context = list(books[rng.randrange(len(books))][:room])
-            name = _character(tokenizer, context)
-            if name:
-                break
-        else:
-            raise ValueError("no document in the pool has a recurring character name")
-        sents = [
-            x.strip()
-            for x in re.split(r"(?<=[.!?])\s+|\n+", tokenizer.decode(context))
-            if re.search(rf"\b{name}\b", x) and 4 <= len(x.split()) <= 30
-        ]
-        words = " ".join(sents[:2]).split()
-        while len(_enc(tokenizer, " " + " ".join(words))) > 100:  # the reserved 100 tokens
-            words.pop()
-        qa.append((question.format(name), " ".join(words)))
-        quotes = sents[:2]
-    elif family == "multi_detail_heterogeneous":
-        k = max(4, min(12, length // 160))
-        statements = [[] for _ in range(k)]
-        for name, attr, value in _facts(rng, turns):
-            pair = sorted(rng.sample(range(k), 2))
-            for i in pair:
-                statements[i] = statements[i] + _enc(
-                    tokenizer, f" The {attr} of {name} is {value}."
-                )
-            qa.append(
-                (
-                    f"Which two documents state the {attr} of {name}?",
-                    f"Documents [{pair[0] + 1}] and [{pair[1] + 1}].",
-                )
-            )
-        # one cluster: pass a pool of one domain, Pool.from_tokens(..., domains=[d])
-        context = _passages(tokenizer, pool, statements, room_after(_turn_tokens(encode(qa))), rng)
-    else:
-        if family == "single_detail":
-            facts = _facts(rng, turns)
-            qa = [(f"What is the {a} of {n}?", v) for n, a, v in facts]
-        else:
-            values = rng.sample(CITIES, turns)
-            facts = [
-                (n, a, values[i % turns]) for i, (n, a, _) in enumerate(_facts(rng, 2 * turns + 2))
-            ]
-            rng.shuffle(facts)
-            attr = facts[0][1]
-            qa = [
-                (
-                    f"Whose {attr} is {value}? Name them in the order the text does.",
-                    ", ".join(n for n, _, v in facts if v == value),
-                )
-                for value in values
-            ]
-        stmts = [_enc(tokenizer, f" The {a} of {n} is {v}.") for n, a, v in facts]
-        room = room_after(_turn_tokens(encode(qa)) + sum(map(len, stmts)))
-        context = pool.span(room, rng)
-        for j, stmt in enumerate(stmts):
-            depth = (j + rng.random()) / len(stmts)  # spread over the text, in order
-            context, _ = _insert(context, stmt, depth, pool.enders)
-    turns_ids = encode(qa)
-    meta = {"task": "long_qa", "family": family, "length": length, "seed": seed}
-    if family == "biography":
-        meta["quotes"] = quotes
-    return Conversation(
-        [tokenizer.bos_token_id, *head, *context], turns_ids, [a for _, a in qa], meta
-    )
+    return LONG_QA[family](tokenizer, length, seed, split, pool, turns)
 
 
 BOOKSUM_QUESTION = "\n\nQ: Can you write an appropriate summary of the above paragraphs?\nA:"

@@ -245,14 +245,17 @@ def test_missing_chunk_answer_is_the_cut_text(setup):
 
 @pytest.mark.parametrize("family", tasks.LONG_QA_FAMILIES)
 def test_long_qa_conversations_answer_from_their_context(tiny, family):
-    """Llama-3 80K's families, checked against the context each conversation carries."""
+    """Llama-3 80K's families (one generator each, :data:`lcx.tasks.LONG_QA`), checked against
+    the context each conversation carries."""
     tok, t = tiny
     domain = {"multi_detail_heterogeneous": "code", "biography": "books"}.get(family)
     have = set(t["train"]["domain"])
     pool = tasks.Pool.from_tokens(tok, t["train"], domains=[domain] if domain in have else None)
     seen = set()
     for seed in range(4):
-        conv = tasks.long_qa(tok, 1500, seed, "train", pool, family)
+        conv = tasks.LONG_QA[family](tok, 1500, seed, "train", pool)
+        assert conv == tasks.long_qa(tok, 1500, seed, "train", pool, family)
+        assert conv.meta["family"] == family
         assert 0.8 * 1500 <= conv.length <= 1500 and conv.context_ids[0] == tok.bos_token_id
         text = tok.decode(conv.context_ids, skip_special_tokens=True)
         questions = [tok.decode(q) for q, _ in conv.turns]
@@ -262,11 +265,14 @@ def test_long_qa_conversations_answer_from_their_context(tiny, family):
             if family == "single_detail":
                 name = q.split(" of ")[1].split("?")[0]
                 assert text.count(f" of {name} is ") == 1 and f" of {name} is {a}." in text
+                assert a in tasks.CITIES
             elif family == "multi_detail_homogeneous":
                 value = q.split(" is ")[1].split("?")[0]
                 names = [n for n in a.split(", ")]
                 said = re.findall(rf"of (\w+) is {value}\.", text)
                 assert said == names and len(names) >= 2
+                # 2 turns + 2 people share the turns' values (3 turns: 8 statements)
+                assert len(re.findall(r" of [A-Z]\w+ is [A-Z]\w+\.", text)) == 8
             elif family == "multi_detail_heterogeneous":
                 name = q.split(" of ")[1].split("?")[0]
                 docs = re.split(r"Document \[\d+\]: ", text)[1:]
@@ -281,6 +287,22 @@ def test_long_qa_conversations_answer_from_their_context(tiny, family):
     assert len(seen) >= (2 if family == "biography" else 4)
     with pytest.raises(ValueError, match="family"):
         tasks.long_qa(tok, 1500, 0, "train", pool, "gossip")
+
+
+def test_single_detail_statements_spread_over_the_text(setup):
+    """Each fact is stated where its turn's share of the text is: the j-th of n statements in
+    [j/n, (j+1)/n) of the context, up to the distance to a sentence boundary (sparse in code)."""
+    tok, _, pool = setup
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    head = 1 + len(enc("Read the text below and answer the questions after it.\n\n"))
+    for seed in range(8):
+        conv = tasks.single_detail(tok, 2000, seed, "train", pool, turns=4)
+        body = conv.context_ids[head:]
+        for j, (q, a) in enumerate(conv.turns):
+            attr, name = tok.decode(q).split("What is the ")[1].split("?")[0].split(" of ")
+            stated = enc(f" The {attr} of {name} is {tok.decode(a).strip()}.")
+            at = _find(body, stated) / len(body)
+            assert j / 4 - 0.2 <= at <= (j + 1) / 4 + 0.2, (seed, j, at)
 
 
 @pytest.mark.parametrize(
