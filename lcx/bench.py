@@ -30,6 +30,10 @@ import torch
 
 from . import attention, budget, models
 
+# The benchmark models' RoPE base: Llama 2's 10K at its 4K window mirrored to W = 256 with
+# head_dim 32, rope.ntk_base(1e4, 256 / 4096, 32) = 519.5, rounded ("about 520", the RoPE chapter's
+# mirrored base). A step's cost does not depend on it; it is fixed so that runs compare.
+ROPE_BASE = 520.0
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
     """Sustained GFLOP/s of an n x n matmul."""
@@ -63,7 +67,7 @@ def train_throughput(
     from . import train  # here: the attention children import this module and never train
 
     torch.set_flush_denormal(True)
-    config = models.tiny_config(size, len(tokenizer), 256, 520.0)
+    config = models.tiny_config(size, len(tokenizer), 256, ROPE_BASE)
     model = models.new_model(config)
     recipe = train.Recipe(
         seq_len=seq_len,
@@ -260,7 +264,7 @@ def _attention_measure(
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     dev = torch.device(device)
-    config = models.tiny_config(size, vocab, seq_len, 520.0)
+    config = models.tiny_config(size, vocab, seq_len, ROPE_BASE)
     # tiny_config passes attn_implementation=attention.implementation() itself, so it is set here instead;
     # the setter reaches every attention layer, which reads it at each forward.
     config._attn_implementation = impl
@@ -406,7 +410,7 @@ def attention_step(
     o, embeddings trained in full) or ``qlora`` (the same on an NF4 copy, :func:`lcx.models.
     quantize_nf4`); ``checkpointing`` turns on gradient checkpointing.
 
-    Builds ``models.tiny_config(size, vocab, seq_len, 520.0)`` with ``impl`` as its attention
+    Builds ``models.tiny_config(size, vocab, seq_len, ROPE_BASE)`` with ``impl`` as its attention
     implementation (checked on every layer), AdamW (lr 1e-3), and ``batch_rows`` rows of
     ``seq_len`` uniformly random token ids (labels = inputs), then runs ``steps`` forward + backward
     + optimizer steps (bf16 autocast if ``bf16``). The first step is a warm-up: ``tokens_per_s`` is
@@ -576,7 +580,7 @@ def main(argv=None) -> None:
     for size in args.sizes:
         for mult in args.multiples:
             seq_len = args.window * mult
-            config = models.tiny_config(size, len(tokenizer), args.window, 520.0)
+            config = models.tiny_config(size, len(tokenizer), args.window, ROPE_BASE)
             params = models.count_parameters(models.meta_model(config))
             for dtype in ("fp32", "bf16"):
                 tps = train_throughput(

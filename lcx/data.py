@@ -39,7 +39,6 @@ import datasets
 from . import cache
 from .profiles import PROFILES, check
 
-DOMAINS = ("code", "books", "prose", "short")
 SHORT_MAX_BYTES = 2048
 TEST_FRACTION = 0.05
 FORMAT_VERSION = 2  # bump when the corpus layout changes, so caches rebuild
@@ -437,7 +436,9 @@ def load_corpus(profile: str, sources: tuple[str, ...] | None = None, cap: int |
     """The corpus for a profile as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits.
 
     Columns: ``id``, ``source``, ``domain``, ``text``, ``parent``, ``split``, ``n_bytes``. The
-    provenance of each source is in ``corpus_info(...)``. Built once and cached (``lcx.cache``).
+    provenance of each source is the result's ``provenance`` attribute (package, version, sha256,
+    counts, or why it was unavailable), its cache key ``key``. Built once and cached
+    (``lcx.cache``).
     ``cap``: bytes per source (default: the profile's), ``None`` for everything.
     """
     check("profile", profile, PROFILES)

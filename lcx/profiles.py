@@ -9,7 +9,6 @@ before any heavy work, so a typo fails at once with the allowed values.
 from __future__ import annotations
 
 PROFILES = ("tiny", "cpu", "gpu", "paper")
-DEFAULT_PROFILE = "cpu"
 
 
 def check(name: str, value, allowed=None, *, low=None, high=None, kind=None):

@@ -30,7 +30,7 @@ Tiny models learn a task's format only when it is in their training mix: :func:`
 returns the same generator's output on training seeds, and each :class:`Example` marks its answer
 so the trainer can up-weight it.
 
-Offline stand-ins (the ``gpu``/``paper`` profiles can load the real sets through ``datasets``):
+Offline stand-ins for the benchmarks' data (every profile generates its examples here):
 topics, entities and attribute values are seeded synthetic names; the re-rank relevance grades come
 from which passages state a fact; ICL classes are the source documents of short passages; and
 ``summary`` asks for a document's title line, scored with ROUGE: the corpus has no human summaries
@@ -865,71 +865,6 @@ TASKS = {
     ]
 }
 PROBES = [name for name, t in TASKS.items() if t.probe]  # the evaluation suite
-
-
-# --- hub datasets for the gpu/paper profiles -------------------------------------------------------
-
-# LongBench (Bai et al., 2023) rows have "context", "input" (the question) and "answers"; the
-# templates are LongBench's own (config/dataset2prompt.json), the metric the suite's.
-HUB_TASKS = {
-    "longbench_hotpotqa": dict(
-        dataset="THUDM/LongBench",
-        config="hotpotqa",
-        category="rag",
-        metric="subem",
-        template="Answer the question based on the given passages. Only give me the answer and do "
-        "not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer "
-        "the question based on the given passages. Only give me the answer and do not output any "
-        "other words.\n\nQuestion: {input}\nAnswer:",
-    ),
-    "longbench_gov_report": dict(
-        dataset="THUDM/LongBench",
-        config="gov_report",
-        category="summ",
-        metric="rougeL",
-        template="You are given a report by a government agency. Write a one-page summary of the "
-        "report.\n\nReport:\n{context}\n\nNow, write a one-page summary of the report.\n\nSummary:",
-    ),
-    "longbench_passage_retrieval_en": dict(
-        dataset="THUDM/LongBench",
-        config="passage_retrieval_en",
-        category="recall",
-        metric="exact",
-        template="Here are 30 paragraphs from Wikipedia, along with an abstract. Please determine "
-        "which paragraph the abstract is from.\n\n{context}\n\nThe following is an abstract.\n\n"
-        "{input}\n\nPlease enter the number of the paragraph that the abstract is from. The answer "
-        'format must be like "Paragraph 1", "Paragraph 2", etc.\n\nThe answer is: ',
-    ),
-}
-
-
-def from_record(tokenizer, record: dict, template: str, task: str, max_length: int) -> Example:
-    """A hub row as an :class:`Example`: the template filled with the row's fields, truncated in
-    the middle to ``max_length`` tokens (LongBench's rule: keep the instructions at both ends)."""
-    prompt = _enc(tokenizer, template.format(**record))
-    answers = record["answers"] if isinstance(record["answers"], list) else [record["answers"]]
-    answer_ids = _enc(tokenizer, " " + answers[0])
-    room = max_length - 1 - len(answer_ids)
-    if room < 2:
-        raise ValueError(f"max_length={max_length} leaves no room for the prompt")
-    if len(prompt) > room:
-        prompt = prompt[: room // 2] + prompt[len(prompt) - (room - room // 2) :]
-    meta = {"task": task, "length": max_length, "depth": None, "answers": answers}
-    return Example([tokenizer.bos_token_id, *prompt], answer_ids, answers[0], meta)
-
-
-def hub_examples(name: str, tokenizer, max_length: int, n: int, seed: int = 0) -> list[Example]:
-    """``n`` examples of the hub task ``name`` (``gpu``/``paper`` profiles; needs hub access)."""
-    if name not in HUB_TASKS:
-        raise ValueError(f"hub task {name!r} is not one of {tuple(HUB_TASKS)}")
-    from datasets import load_dataset
-
-    spec = HUB_TASKS[name]
-    rows = load_dataset(spec["dataset"], spec["config"], split="test").shuffle(seed=seed)
-    return [
-        from_record(tokenizer, r, spec["template"], name, max_length)
-        for r in rows.select(range(min(n, len(rows))))
-    ]
 
 
 def generate(

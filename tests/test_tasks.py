@@ -207,24 +207,6 @@ def test_any_length_is_exact_or_refused_clearly(setup, name):
     assert made >= 20
 
 
-def test_hub_records_are_truncated_in_the_middle(setup):
-    """LongBench-style rows (as the gpu profile loads them) become Examples of the requested
-    length, keeping both ends of the prompt (instructions and question)."""
-    tok, _, _ = setup
-    spec = tasks.HUB_TASKS["longbench_hotpotqa"]
-    record = {"context": "Passage one. " * 400, "input": "Who wrote it?", "answers": ["Austen"]}
-    ex = tasks.from_record(tok, record, spec["template"], "longbench_hotpotqa", 300)
-    text = tok.decode(ex.prompt_ids, skip_special_tokens=True)
-    assert ex.length == 300 and ex.answer == "Austen"
-    assert text.startswith("Answer the question") and text.endswith(
-        "Question: Who wrote it?\nAnswer:"
-    )
-    short = tasks.from_record(tok, {**record, "context": "Tiny."}, spec["template"], "x", 300)
-    assert short.length < 300 and "Tiny." in tok.decode(short.prompt_ids)
-    with pytest.raises(ValueError, match="hub task"):
-        tasks.hub_examples("nope", tok, 100, 1)
-
-
 def test_missing_chunk_answer_is_the_cut_text(setup):
     """UL2-style fill-in: the text around the mark plus the answer rebuild a stretch of the pool's
     text, and the gap moves with depth."""
