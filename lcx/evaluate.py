@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +306,112 @@ def score(example: tasks.Example, prediction: str) -> dict[str, float]:
     return {"subem": metrics.substring_exact_match(prediction, answers)}
 
 
+@dataclass
+class Cell:
+    """One task x length x depth cell of the probe suite: its examples, or why it has none."""
+
+    task: str
+    length: int
+    depth: float | None
+    examples: list[tasks.Example] = field(default_factory=list)
+    skipped: str | None = None  # the generator's refusal (e.g. a length too short for the task)
+
+
+def suite_cells(
+    tokenizer,
+    task_names,
+    lengths,
+    n_per_cell: int,
+    seed: int = 0,
+    pool: tasks.Pool | None = None,
+    depths=(0.0, 0.25, 0.5, 0.75, 1.0),
+) -> list[Cell]:
+    """The probe suite's examples (the first of :func:`evaluate_suite`'s three steps):
+    ``n_per_cell`` per task x length, split evenly over ``depths`` for tasks with a depth axis
+    (the same seeds at every depth, so a seed's haystack is reused across depths), from
+    ``pool``'s held-out text."""
+    unknown = [t for t in task_names if t not in tasks.TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; choose from {tuple(tasks.TASKS)}")
+    cells = []
+    for t in task_names:
+        spec = tasks.TASKS[t]
+        n = math.ceil(n_per_cell / len(depths)) if spec.uses_depth else n_per_cell
+        for length in lengths:
+            for depth in depths if spec.uses_depth else [None]:
+                try:
+                    exs = [
+                        tasks.generate(t, tokenizer, length, depth, seed + i, "test", pool)
+                        for i in range(n)
+                    ]
+                except ValueError as err:  # e.g. a length too short for the task's prompt
+                    cells.append(Cell(t, length, depth, skipped=str(err)))
+                    continue
+                cells.append(Cell(t, length, depth, exs))
+    return cells
+
+
+def score_cell(
+    model, tokenizer, cell: Cell, batch_size: int = 8, max_prompt: int | None = None
+) -> tuple[list[str], list[dict[str, float]]]:
+    """The model's answers to a cell's examples and their scores against the references (the
+    second step): greedy predictions (first line, stripped) and per example every metric of
+    :func:`score` plus ``answer_acc`` (:func:`answer_accuracy`). ``max_prompt``: keep only BOS and
+    the last ``max_prompt - 1`` prompt tokens (the question end), as Together evaluates
+    "LLaMA-2 truncated" on inputs longer than its window."""
+    spec = tasks.TASKS[cell.task]
+    prompts = [e.prompt_ids for e in cell.examples]
+    if max_prompt is not None:
+        prompts = [p if len(p) <= max_prompt else [p[0], *p[1 - max_prompt :]] for p in prompts]
+    new = greedy(model, prompts, spec.max_new_tokens, tokenizer.pad_token_id, batch_size)
+    preds = [tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in new]
+    scores = [
+        {**score(e, p), "answer_acc": answer_accuracy(model, prompt, e.answer_ids)}
+        for e, p, prompt in zip(cell.examples, preds, prompts, strict=True)
+    ]
+    return preds, scores
+
+
+def suite_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd.DataFrame:
+    """The suite's tidy table from its cells and their examples' scores (the third step): one row
+    per cell and metric: task, category, length, depth, metric, headline (the task's main metric),
+    score (mean), low/high (95% interval, :func:`lcx.metrics.mean_ci`: Wilson for 0/1 scores, t
+    otherwise), n and tokens (mean example length); a skipped cell is one row with ``skipped``."""
+    rows = []
+    for cell, per_example in zip(cells, scores, strict=True):
+        spec = tasks.TASKS[cell.task]
+        where = {"task": cell.task, "category": spec.category, "length": cell.length}
+        if cell.skipped is not None:
+            rows.append(
+                {
+                    **where,
+                    "depth": cell.depth,
+                    "metric": None,
+                    "headline": False,
+                    "score": math.nan,
+                    "n": 0,
+                    "skipped": cell.skipped,
+                }
+            )
+            continue
+        for name in per_example[0]:
+            ci = metrics.mean_ci([s[name] for s in per_example])
+            rows.append(
+                {
+                    **where,
+                    "depth": cell.depth,
+                    "metric": name,
+                    "headline": name == spec.metric,
+                    "score": ci["mean"],
+                    "low": ci["low"],
+                    "high": ci["high"],
+                    "n": ci["n"],
+                    "tokens": float(np.mean([e.length for e in cell.examples])),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def evaluate_suite(
     model,
     tokenizer,
@@ -319,85 +425,20 @@ def evaluate_suite(
     examples_out: list | None = None,
     max_prompt: int | None = None,
 ) -> pd.DataFrame:
-    """The probe suite: ``n_per_cell`` examples per task x length (split evenly over ``depths`` for
-    tasks with a depth axis, the same seeds at every depth), greedy-decoded and scored; every
-    task also gets ``answer_acc`` (:func:`answer_accuracy`, not a headline metric). Returns a tidy table, one row per cell and metric: task, category,
-    length, depth, metric, headline (the task's main metric), score (mean), low/high (95%
-    interval: Wilson for 0/1 scores, t otherwise) and n. Depth cells share seeds, so the same
-    haystack is reused across depths. ``examples_out`` collects (example, prediction) pairs.
-    ``max_prompt``: keep only BOS and the last ``max_prompt - 1`` prompt tokens (the question end),
-    as Together evaluates "LLaMA-2 truncated" on inputs longer than its window.
-    """
-    unknown = [t for t in task_names if t not in tasks.TASKS]
-    if unknown:
-        raise ValueError(f"unknown tasks {unknown}; choose from {tuple(tasks.TASKS)}")
-    rows = []
-    cells = [
-        (t, length, depth)
-        for t in task_names
-        for length in lengths
-        for depth in (depths if tasks.TASKS[t].uses_depth else [None])
-    ]
-    for t, length, depth in tqdm(cells, desc="probe suite", leave=False):
-        spec = tasks.TASKS[t]
-        n = math.ceil(n_per_cell / len(depths)) if spec.uses_depth else n_per_cell
-        try:
-            exs = [
-                tasks.generate(t, tokenizer, length, depth, seed + i, "test", pool)
-                for i in range(n)
-            ]
-        except ValueError as err:  # e.g. a length too short for the task's prompt
-            rows.append(
-                {
-                    "task": t,
-                    "category": spec.category,
-                    "length": length,
-                    "depth": depth,
-                    "metric": None,
-                    "headline": False,
-                    "score": math.nan,
-                    "n": 0,
-                    "skipped": str(err),
-                }
-            )
+    """The probe suite in three steps: generate the examples (:func:`suite_cells`), score the
+    model's answers against the references (:func:`score_cell`), aggregate the table
+    (:func:`suite_table`). ``examples_out`` collects (example, prediction) pairs."""
+    cells = suite_cells(tokenizer, task_names, lengths, n_per_cell, seed, pool, depths)
+    scores = []
+    for cell in tqdm(cells, desc="probe suite", leave=False):
+        if cell.skipped is not None:
+            scores.append([])
             continue
-        prompts = [e.prompt_ids for e in exs]
-        if max_prompt is not None:
-            prompts = [p if len(p) <= max_prompt else [p[0], *p[1 - max_prompt :]] for p in prompts]
-        new = greedy(
-            model,
-            prompts,
-            spec.max_new_tokens,
-            tokenizer.pad_token_id,
-            batch_size,
-        )
-        preds = [
-            tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in new
-        ]
-        per_example = [
-            {**score(e, p), "answer_acc": answer_accuracy(model, prompt, e.answer_ids)}
-            for e, p, prompt in zip(exs, preds, prompts, strict=True)
-        ]
+        preds, per_example = score_cell(model, tokenizer, cell, batch_size, max_prompt)
+        scores.append(per_example)
         if examples_out is not None:
-            examples_out.extend(zip(exs, preds, strict=True))
-        for name in per_example[0]:
-            ci = metrics.mean_ci([s[name] for s in per_example])
-            rows.append(
-                {
-                    "task": t,
-                    "category": spec.category,
-                    "length": length,
-                    "depth": depth,
-                    "metric": name,
-                    "headline": name == spec.metric,
-                    "score": ci["mean"],
-                    "low": ci["low"],
-                    "high": ci["high"],
-                    "n": ci["n"],
-                    "tokens": float(np.mean([e.length for e in exs])),
-                }
-            )
-    return pd.DataFrame(rows)
+            examples_out.extend(zip(cell.examples, preds, strict=True))
+    return suite_table(cells, scores)
 
 
 def headline_means(suite: pd.DataFrame, by) -> pd.Series:

@@ -168,6 +168,45 @@ def test_evaluate_suite_table_and_category_means(tiny):
         evaluate.evaluate_suite(model, tok, ["nope"], [128], 1)
 
 
+def test_suite_steps_generate_cells_and_aggregate_hand_scores(tiny):
+    """suite_cells: one cell per task x length (x depth), the same seeds at every depth, a refused
+    length kept as a skipped cell; suite_table: hand-made scores against published intervals."""
+    tok, t = tiny
+    pool = tasks.Pool.from_tokens(tok, t["test"])
+    cells = evaluate.suite_cells(tok, ["passkey", "icl"], [16, 256], 20, 3, pool, (0.0, 1.0))
+    assert [(c.task, c.length, c.depth) for c in cells] == [
+        ("passkey", 16, 0.0),
+        ("passkey", 16, 1.0),
+        ("passkey", 256, 0.0),
+        ("passkey", 256, 1.0),
+        ("icl", 16, None),
+        ("icl", 256, None),
+    ]
+    assert all("too short" in c.skipped and not c.examples for c in cells if c.length == 16)
+    top, bottom, icl = cells[2], cells[3], cells[5]
+    assert len(top.examples) == len(bottom.examples) == 10 and len(icl.examples) == 20
+    # one key per seed, the same at both depths, placed first or last
+    assert [e.answer for e in top.examples] == [e.answer for e in bottom.examples]
+    assert len({e.answer for e in top.examples}) == 10
+    assert top.examples[0].prompt_ids != bottom.examples[0].prompt_ids
+    # Student (1908)'s sleep data, the paired differences / 10: R's t.test gives 0.7001142 to
+    # 2.4598858 for the differences; 0 of 20 correct: Newcombe (1998) Table I, 0 to 0.1611
+    sleep = [1.2, 2.4, 1.3, 1.3, 0.0, 1.0, 1.8, 0.8, 4.6, 1.4]
+    scores = [[], [], [{"per_digit": d / 10, "exact": 0.0} for d in sleep]]
+    scores += [[{"per_digit": 1.0, "exact": 1.0}] * 10, [], [{"exact": 0.0}] * 20]
+    table = evaluate.suite_table(cells, scores).set_index(["task", "length", "depth", "metric"])
+    row = table.loc[("passkey", 256, 0.0, "per_digit")]
+    assert (row.score, row.n, row.tokens, row.headline) == (pytest.approx(0.158), 10, 256, True)
+    assert (row.low, row.high) == pytest.approx((0.07001142, 0.24598858), abs=5e-9)
+    row = table.loc[("icl", 256, None, "exact")]
+    assert (row.score, row.low, row.n) == (0.0, 0.0, 20)
+    assert row.high == pytest.approx(0.1611, abs=5e-5)
+    assert table.loc[("passkey", 256, 1.0, "exact")][["score", "high"]].tolist() == [1.0, 1.0]
+    skipped = table[table.n == 0]
+    assert len(skipped) == 3 and skipped.skipped.str.contains("too short").all()
+    assert not skipped.headline.any() and skipped.score.isna().all()
+
+
 def test_answer_accuracy_is_the_share_of_answer_tokens_the_model_predicts(tiny):
     """The model's own greedy continuation scores 1; tokens it never predicts score 0; a mix scores
     the share, checked against argmax over a plain forward of the whole sequence."""
