@@ -29,7 +29,7 @@ Re-ranking (HELMET's MS MARCO re-rank task):
 
 Uncertainty: ``mean_ci`` gives a mean with a Wilson score interval (Wilson, 1927) when every value
 is 0 or 1, which stays inside [0, 1] and is sane at small n and at 0% or 100%, and a Student-t
-interval otherwise.
+interval otherwise; both from ``scipy.stats``.
 """
 
 from __future__ import annotations
@@ -150,10 +150,13 @@ def ndcg_at_k(
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean with a confidence interval: Wilson score if all values are 0/1, else Student t.
+    """Mean with a confidence interval from ``scipy.stats``: Wilson's score interval
+    (``binomtest(k, n).proportion_ci(method="wilson")``) if all values are 0/1, else Student's t
+    (``t.interval`` around the mean with the standard error of the mean).
 
     Returns {"mean", "low", "high", "n"}. With n = 1 the t interval is nan (no spread to
-    estimate) while Wilson still gives a (wide) interval; with n = 0 everything is nan.
+    estimate) while Wilson still gives a (wide) interval; with n = 0 everything is nan; values
+    with no spread give a zero-width interval.
     """
     x = np.asarray(list(values), dtype=float)
     n = len(x)
@@ -161,17 +164,12 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, floa
         return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
     mean = float(x.mean())
     if np.isin(x, (0.0, 1.0)).all():
-        z = stats.norm.ppf((1 + confidence) / 2)
-        denom = 1 + z**2 / n
-        centre = (mean + z**2 / (2 * n)) / denom
-        half = z * math.sqrt(mean * (1 - mean) / n + z**2 / (4 * n**2)) / denom
-        # the Wilson bounds are 0 (1) exactly when every value is 0 (1); keep rounding out
-        low = 0.0 if mean == 0 else max(0.0, centre - half)
-        high = 1.0 if mean == 1 else min(1.0, centre + half)
-        return {"mean": mean, "low": float(low), "high": float(high), "n": n}
+        ci = stats.binomtest(int(x.sum()), n).proportion_ci(confidence, method="wilson")
+        return {"mean": mean, "low": float(ci.low), "high": float(ci.high), "n": n}
     if n == 1:
         return {"mean": mean, "low": math.nan, "high": math.nan, "n": 1}
-    else:
-        centre = mean
-        half = stats.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
-    return {"mean": mean, "low": float(centre - half), "high": float(centre + half), "n": n}
+    sem = stats.sem(x)
+    if sem == 0:  # scipy wants a positive scale
+        return {"mean": mean, "low": mean, "high": mean, "n": n}
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return {"mean": mean, "low": float(low), "high": float(high), "n": n}

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-from scipy import stats
 
 from lcx.metrics import (
     exact_match,
@@ -17,8 +16,6 @@ from lcx.metrics import (
     substring_exact_match,
     token_f1,
 )
-
-Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 
 
 @pytest.mark.parametrize(
@@ -160,42 +157,52 @@ def test_parse_ranking_without_numbers():
     assert parse_ranking("I cannot rank these.") == []
 
 
-def _wilson(k, n, z):
-    p = k / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return centre - half, centre + half
+# Newcombe (1998), Stat. Med. 17:857-872, Table I, method 3 (the score interval without
+# continuity correction), 95%, printed to four digits.
+NEWCOMBE_1998 = [
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0000, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+]
 
 
-def test_wilson_interval_8_of_10():
-    ci = mean_ci([1] * 8 + [0] * 2)
-    low, high = _wilson(8, 10, Z95)
-    assert ci["mean"] == pytest.approx(0.8)
-    assert ci["n"] == 10
-    assert (ci["low"], ci["high"]) == pytest.approx((low, high))
-    assert (ci["low"], ci["high"]) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # by hand
+@pytest.mark.parametrize("k, n, low, high", NEWCOMBE_1998)
+def test_wilson_interval_matches_newcombe_1998(k, n, low, high):
+    ci = mean_ci([1] * k + [0] * (n - k))
+    assert ci["mean"] == pytest.approx(k / n) and ci["n"] == n
+    assert (ci["low"], ci["high"]) == pytest.approx((low, high), abs=5e-5)
 
 
-def test_wilson_interval_other_confidence_and_extremes():
-    ci = mean_ci([1.0, 0.0, 0.0, 1.0, 0.0], confidence=0.90)
-    assert (ci["low"], ci["high"]) == pytest.approx(_wilson(2, 5, 1.6448536269514722))
-    # All successes: the upper end is 1 and the lower end is n / (n + z^2).
-    ci = mean_ci([1] * 5)
-    assert (ci["low"], ci["high"]) == pytest.approx((5 / (5 + Z95**2), 1.0))
-    # n = 1 still gives a Wilson interval: one failure -> [0, z^2 / (1 + z^2)].
-    ci = mean_ci([0])
-    assert (ci["mean"], ci["n"]) == (0.0, 1)
-    assert (ci["low"], ci["high"]) == pytest.approx((0.0, Z95**2 / (1 + Z95**2)), abs=1e-12)
+def test_wilson_bounds_are_exact_at_zero_and_one():
+    """All-0 scores: the low end is exactly 0 (so a score of 0 is never outside its own interval);
+    mirrored for all-1 scores. One failure still gives an interval (the t interval would not)."""
+    zero, one = mean_ci([0] * 20), mean_ci([1.0] * 20)
+    assert zero["low"] == 0.0 and zero["high"] == pytest.approx(0.1611, abs=5e-5)  # Newcombe
+    assert one["high"] == 1.0 and one["low"] == pytest.approx(1 - 0.1611, abs=5e-5)
+    single = mean_ci([0])
+    assert (single["mean"], single["n"], single["low"]) == (0.0, 1, 0.0) and single["high"] < 1
 
 
-def test_t_interval_against_scipy():
-    values = [1.0, 2.0, 4.0, 7.0]  # mean 3.5, sample sd sqrt(21/3) = sqrt(7)
-    ci = mean_ci(values)
-    low, high = stats.t.interval(0.95, df=3, loc=3.5, scale=math.sqrt(7) / 2)
-    assert ci["mean"] == pytest.approx(3.5)
-    assert (ci["low"], ci["high"]) == pytest.approx((low, high))
-    # t(0.975, 3) = 3.1824 from a table; half-width = 3.1824 * sqrt(7) / 2 = 4.2099.
-    assert ci["high"] - 3.5 == pytest.approx(4.2099, abs=1e-3)
+def test_a_lower_confidence_gives_a_nested_narrower_interval():
+    wide, narrow = mean_ci([1, 0, 0, 1, 0]), mean_ci([1, 0, 0, 1, 0], confidence=0.90)
+    assert wide["low"] < narrow["low"] < 0.4 < narrow["high"] < wide["high"]
+    wide, narrow = mean_ci([1.0, 2.0, 4.0, 7.0]), mean_ci([1.0, 2.0, 4.0, 7.0], confidence=0.9)
+    assert wide["low"] < narrow["low"] < 3.5 < narrow["high"] < wide["high"]
+
+
+def test_t_interval_matches_published_values():
+    # Student (1908)'s sleep data (R's `sleep`), the paired differences of extra sleep: R's
+    # t.test(extra ~ group, data = sleep, paired = TRUE) prints the interval -2.4598858 -0.7001142
+    # for group 1 - group 2, so 0.7001142 to 2.4598858 around the mean difference 1.58.
+    sleep = [1.2, 2.4, 1.3, 1.3, 0.0, 1.0, 1.8, 0.8, 4.6, 1.4]
+    ci = mean_ci(sleep)
+    assert (ci["mean"], ci["n"]) == (pytest.approx(1.58), 10)
+    assert (ci["low"], ci["high"]) == pytest.approx((0.7001142, 2.4598858), abs=5e-8)
+    # mean 3.5, sample sd sqrt(7); t(0.975, 3) = 3.182 in a printed t table: half-width 4.2099
+    ci = mean_ci([1.0, 2.0, 4.0, 7.0])
+    assert ci["high"] - 3.5 == pytest.approx(3.182 * math.sqrt(7) / 2, abs=1e-3)
+    assert ci["high"] - 3.5 == pytest.approx(3.5 - ci["low"])
 
 
 def test_mean_ci_degenerate_samples():
@@ -205,13 +212,4 @@ def test_mean_ci_degenerate_samples():
     ci = mean_ci([])
     assert ci["n"] == 0 and math.isnan(ci["mean"])
     ci = mean_ci([0.5, 0.5, 0.5])  # zero spread: a zero-width interval
-    assert (ci["low"], ci["high"]) == pytest.approx((0.5, 0.5))
-
-
-def test_wilson_bounds_are_exact_at_zero_and_one():
-    """All-0 scores: the Wilson interval is [0, z^2 / (n + z^2)] and its low end is exactly 0
-    (so a score of 0 is never outside its own interval); mirrored for all-1 scores."""
-    z = 1.959963984540054
-    zero, one = mean_ci([0] * 3), mean_ci([1.0] * 3)
-    assert zero["low"] == 0.0 and zero["high"] == pytest.approx(z**2 / (3 + z**2))
-    assert one["high"] == 1.0 and one["low"] == pytest.approx(3 / (3 + z**2))
+    assert (ci["low"], ci["high"]) == (0.5, 0.5)
