@@ -18,6 +18,15 @@ UV_COMPILE := $(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra dev --upgra
 	--constraint requirements/torch-cpu.txt --find-links $(TORCH_WHEELS) --python-version 3.11 \
 	--custom-compile-command 'make lock'
 
+# MathJax 3, served from the book itself so that its math renders offline (Sphinx's default is a
+# CDN): npm's tarball of this version, checked against its sha256, and only the parts tex-chtml.js
+# loads (TeX input and its extensions, CommonHTML output and fonts, the menu and its accessibility
+# tools: 6.9 MB of the package's 24 MB).
+MATHJAX_VERSION := 3.2.2
+MATHJAX_SHA256 := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
+MATHJAX := _build/mathjax-$(MATHJAX_VERSION)
+MATHJAX_PARTS := tex-chtml.js input/tex output/chtml ui a11y sre
+
 CHAPTERS := $(basename $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))))
 APPENDIX := 99_scorecards
 PAPER_CHAPTERS := $(filter-out $(APPENDIX),$(CHAPTERS))
@@ -73,12 +82,21 @@ $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb $(LCX) | $(STAMP)
 $(RESULTS)/$(APPENDIX)/executed.ipynb: $(foreach c,$(PAPER_CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
 
 # Jupyter Book renders the executed notebooks (no second execution), staged in the source layout.
-book: $(EXECUTED)
-	@rm -rf _build/src && mkdir -p _build/src/notebooks
+book: $(EXECUTED) $(MATHJAX)/tex-chtml.js
+	@rm -rf _build/src && mkdir -p _build/src/notebooks _build/src/_mathjax
 	cp -p _config.yml _toc.yml _build/src/ && cp -rp book _build/src/
+	cp -rp $(MATHJAX) _build/src/_mathjax/mathjax
 	@for c in $(CHAPTERS); do cp -p $(RESULTS)/$$c/executed.ipynb _build/src/notebooks/$$c.ipynb; done
 	$(BIN)/jupyter-book build _build/src --path-output . -W --keep-going
 	@echo "book: $(CURDIR)/_build/html/index.html"
+
+$(MATHJAX)/tex-chtml.js:
+	@command -v npm >/dev/null || { echo "make book needs npm (Node.js) to fetch MathJax $(MATHJAX_VERSION)" >&2; exit 1; }
+	rm -rf $(MATHJAX) $(MATHJAX).tmp && mkdir -p $(MATHJAX).tmp
+	cd $(MATHJAX).tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	echo "$(MATHJAX_SHA256)  $(MATHJAX).tmp/mathjax-$(MATHJAX_VERSION).tgz" | sha256sum --check --quiet
+	tar -xzf $(MATHJAX).tmp/mathjax-$(MATHJAX_VERSION).tgz -C $(MATHJAX).tmp $(addprefix package/es5/,$(MATHJAX_PARTS))
+	mv $(MATHJAX).tmp/package/es5 $(MATHJAX) && rm -rf $(MATHJAX).tmp
 
 lint: $(STAMP)
 	$(BIN)/ruff check lcx tests notebooks scripts
