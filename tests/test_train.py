@@ -355,9 +355,13 @@ class FakeFastLanguageModel:
         return peft_model
 
 
-def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_setup, monkeypatch):
+def test_unsloth_backend_trains_adapters_through_get_peft_model_and_saves_them_merged(
+    tiny_setup, monkeypatch
+):
     """With ``"backend": "unsloth"`` the adapters come from Unsloth's get_peft_model (lazily
-    imported, with its long-context checkpointing) and train to the same merged model as peft's."""
+    imported, with its long-context checkpointing, told where packed documents end), they train,
+    and the run's saved model is the merge LoRA defines: W + (alpha / r) B A (Hu et al. 2021,
+    Eq. 3 with peft's alpha / r scaling), computed here from the trained A and B."""
     import types
 
     tok, t = tiny_setup
@@ -378,34 +382,48 @@ def test_unsloth_backend_trains_the_same_adapters_through_get_peft_model(tiny_se
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     FakeFastLanguageModel.calls.clear()
     FakeFastLanguageModel.forwards.clear()
-    lora = {"r": 4, "alpha": 8, "modules_to_save": ["embed_tokens"]}
-    merged = {}
-    for backend in ("peft", "unsloth"):
-        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
-        recipe = train.Recipe(
-            seq_len=128,
-            tokens=128 * 4 * 4,
-            batch_tokens=128 * 4,
-            lr=1e-2,
-            save_every=1000,
-            lora={**lora, "backend": backend} if backend == "unsloth" else lora,
-            mixture={"short": 1.0},  # short sections: several documents per row
-        )
-        run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name=backend)
-        merged[backend] = train.load_run(run).state_dict()
+    adapters = {}  # layer -> (its frozen weight when the adapters were made, A, B)
+    make = FakeFastLanguageModel.get_peft_model.__func__
+
+    def get_peft_model(cls, model, **kw):
+        peft_model = make(cls, model, **kw)
+        for name, module in peft_model.named_modules():
+            if hasattr(module, "lora_A") and "default" in module.lora_A:
+                layer = name.removeprefix("base_model.model.")
+                adapters[layer] = (
+                    module.base_layer.weight.detach().clone(),
+                    module.lora_A["default"].weight,
+                    module.lora_B["default"].weight,
+                )
+        return peft_model
+
+    monkeypatch.setattr(FakeFastLanguageModel, "get_peft_model", classmethod(get_peft_model))
+    r, alpha = 4, 8
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    recipe = train.Recipe(
+        seq_len=128,
+        tokens=128 * 4 * 4,
+        batch_tokens=128 * 4,
+        lr=1e-2,
+        save_every=1000,
+        lora={"r": r, "alpha": alpha, "modules_to_save": ["embed_tokens"], "backend": "unsloth"},
+        mixture={"short": 1.0},  # short sections: several documents per row
+    )
+    run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "i"], name="unsloth")
+    merged = train.load_run(run).state_dict()
     call, saved = FakeFastLanguageModel.calls
     assert saved == {"save_method": "merged_16bit"}  # merged in 16 bits, not into the 4-bit base
     assert call["use_gradient_checkpointing"] == "unsloth"
-    assert (
-        call["r"] == 4 and call["lora_alpha"] == 8 and call["modules_to_save"] == ["embed_tokens"]
-    )
+    assert call["r"] == r and call["lora_alpha"] == alpha
+    assert call["modules_to_save"] == ["embed_tokens"]
     assert sorted(call["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     start = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).state_dict()
-    assert not torch.equal(
-        merged["unsloth"]["model.embed_tokens.weight"], start["model.embed_tokens.weight"]
-    )
-    for k, v in merged["peft"].items():
-        torch.testing.assert_close(merged["unsloth"][k], v, msg=k)
+    assert not torch.equal(merged["model.embed_tokens.weight"], start["model.embed_tokens.weight"])
+    layers = {k.removesuffix(".weight") for k in merged if k.endswith("_proj.weight")}
+    assert set(adapters) == {k for k in layers if k.split(".")[-1] in call["target_modules"]}
+    for layer, (w, a, b) in adapters.items():
+        assert b.abs().sum() > 0, layer  # B starts at zero: the adapters trained
+        torch.testing.assert_close(merged[f"{layer}.weight"], w + (alpha / r) * b @ a, msg=layer)
     # Unsloth is told where each packed document ends: the lengths of the position-id runs
     assert FakeFastLanguageModel.forwards
     for position_ids, lengths in FakeFastLanguageModel.forwards:
