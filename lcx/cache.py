@@ -4,8 +4,11 @@ An artifact is a folder ``<LCX_CACHE>/<kind>/<key>/`` where the key hashes the a
 config and the keys of the artifacts it was built from, so a changed config or upstream artifact
 never reuses a stale result. It is built in a temporary folder and renamed into place (atomic on one
 file system), under a file lock so that two chapters running at once never both build it, and it
-carries a manifest of its files' sizes and sha256 digests, checked on every load: a truncated or
-corrupt artifact is rebuilt, never loaded.
+carries a manifest of its files' sizes and sha256 digests, written (every file hashed) when it is
+built. An ordinary load checks the manifest cheaply, each file's presence and size without reading
+it, so a truncated or half-deleted artifact is rebuilt, never loaded; re-hashing every file (some
+16 GB for an 8B checkpoint) happens only when asked: ``verify=True``, ``LCX_VERIFY=1`` or
+:func:`verify`, which also catch a byte changed in place.
 """
 
 from __future__ import annotations
@@ -50,24 +53,33 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def is_complete(folder: Path) -> bool:
-    """True when ``folder`` has a manifest and every file in it matches size and digest."""
+def is_complete(folder: Path, verify: bool | None = None) -> bool:
+    """True when ``folder`` has a manifest and every file it lists is there at its size; with
+    ``verify`` (default: ``$LCX_VERIFY`` set and not 0), also at its sha256 digest, every file
+    read. The cheap check catches a missing or truncated file but not a byte changed in place
+    (same size): only ``verify`` does."""
+    if verify is None:
+        verify = os.environ.get("LCX_VERIFY", "") not in ("", "0")
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return False
     try:
         entries = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError):
         return False
     for rel, meta in entries.items():
         path = folder / rel
-        if (
-            not path.is_file()
-            or path.stat().st_size != meta["size"]
-            or _sha256(path) != meta["sha256"]
-        ):
+        if not path.is_file() or path.stat().st_size != meta["size"]:
+            return False
+        if verify and _sha256(path) != meta["sha256"]:
             return False
     return True
+
+
+def verify(kind: str, key: str) -> bool:
+    """Whether artifact ``kind``/``key`` (its folder name) is in the cache with every file at the
+    digest it was built with: the full check an ordinary load skips."""
+    return is_complete(cache_root() / kind / key, verify=True)
 
 
 def cached(
@@ -75,18 +87,21 @@ def cached(
     config: dict,
     build: Callable[[Path], None],
     inputs: tuple[str, ...] | list[str] = (),
+    verify: bool | None = None,
 ) -> Path:
     """The folder of artifact ``kind`` for ``config``, built by ``build(tmp_folder)`` if missing.
 
     ``build`` writes files into the folder it is given; whatever it leaves there becomes the
-    artifact. ``inputs`` are the keys (folder names) of upstream artifacts.
+    artifact. ``inputs`` are the keys (folder names) of upstream artifacts. An existing artifact
+    is checked by :func:`is_complete` (file names and sizes; every digest with ``verify`` or
+    ``$LCX_VERIFY``); one that fails is rebuilt.
     """
     folder = cache_root() / kind / key(kind, config, inputs)
-    if is_complete(folder):
+    if is_complete(folder, verify):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if is_complete(folder):  # another process built it while we waited
+        if is_complete(folder, verify):  # another process built it while we waited
             return folder
         if folder.exists():  # truncated or corrupt: never load it
             shutil.rmtree(folder)

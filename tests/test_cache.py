@@ -1,3 +1,5 @@
+import builtins
+import io
 import json
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from lcx import cache
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LCX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LCX_VERIFY", raising=False)
     return tmp_path / "cache"
 
 
@@ -43,25 +46,107 @@ def test_changed_config_or_input_gives_a_new_artifact():
     assert cache.key("k", {"a": 1}) != cache.key("k", {"a": 1.5})
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
-def test_corrupt_artifact_is_rebuilt_not_loaded(damage):
+@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
+def test_truncated_or_missing_files_are_caught_on_every_load(damage):
+    """The cheap check an ordinary load makes (names and sizes against the manifest) catches a
+    truncated file, a missing one and a broken manifest: the artifact is rebuilt, never loaded."""
     calls = []
     folder = cache.cached("ckpt", {"x": 1}, writer("payload", calls))
     target = folder / "sub" / "more.bin"
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[:50])
-    elif damage == "flip":
-        data = bytearray(target.read_bytes())
-        data[3] ^= 0xFF
-        target.write_bytes(bytes(data))
     elif damage == "delete":
         target.unlink()
     else:
         (folder / cache.MANIFEST).write_text("{not json")
     assert not cache.is_complete(folder)
     again = cache.cached("ckpt", {"x": 1}, writer("payload", calls))
-    assert len(calls) == 2 and cache.is_complete(again)
+    assert len(calls) == 2 and cache.is_complete(again, verify=True)
     assert (again / "sub" / "more.bin").read_bytes() == b"\x00\x01" * 100
+
+
+def flip_a_byte(folder):
+    target = folder / "sub" / "more.bin"
+    data = bytearray(target.read_bytes())
+    data[3] ^= 0xFF
+    target.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["argument", "env", "function"])
+def test_a_byte_changed_in_place_is_caught_by_the_full_check_only(how, monkeypatch):
+    """Same size, other content: the cheap check passes it, the full check (digests) does not,
+    however it is asked for, and a verifying load rebuilds it."""
+    calls = []
+    folder = cache.cached("ckpt", {"x": 1}, writer("payload", calls))
+    flip_a_byte(folder)
+    assert cache.is_complete(folder)  # names and sizes only: the cheap check cannot see it
+    assert cache.cached("ckpt", {"x": 1}, writer("payload", calls)) == folder and len(calls) == 1
+    if how == "argument":
+        assert not cache.is_complete(folder, verify=True)
+        again = cache.cached("ckpt", {"x": 1}, writer("payload", calls), verify=True)
+    elif how == "env":
+        monkeypatch.setenv("LCX_VERIFY", "1")
+        assert not cache.is_complete(folder)
+        again = cache.cached("ckpt", {"x": 1}, writer("payload", calls))
+    else:
+        assert not cache.verify("ckpt", folder.name)
+        again = cache.cached("ckpt", {"x": 1}, writer("payload", calls), verify=True)
+    assert len(calls) == 2 and cache.verify("ckpt", again.name)
+    assert (again / "sub" / "more.bin").read_bytes() == b"\x00\x01" * 100
+
+
+def test_an_ordinary_load_reads_no_file_contents(monkeypatch):
+    """Loading a built artifact opens its manifest and nothing else, and hashes nothing (an 8B
+    checkpoint is some 16 GB to read); a verifying load reads every file."""
+    folder = cache.cached("ckpt", {"x": 1}, writer("payload", []))
+    opened, hashed = [], []
+    real_open, real_sha = builtins.open, cache._sha256
+
+    def spy_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def spy_sha(path):
+        hashed.append(path.name)
+        return real_sha(path)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(io, "open", spy_open)  # pathlib's read_text/open go through io.open
+    monkeypatch.setattr(cache, "_sha256", spy_sha)
+    assert cache.cached("ckpt", {"x": 1}, writer("payload", [])) == folder
+    assert opened == [str(folder / cache.MANIFEST)] and hashed == []
+    assert cache.is_complete(folder, verify=True)
+    assert sorted(hashed) == ["data.txt", "more.bin"]
+
+
+def test_artifacts_built_before_cheap_checks_still_load():
+    """A cache written by the earlier lcx (the same manifest: size and sha256 per file, written
+    out here by hand) loads as it is, without a rebuild."""
+    import hashlib
+
+    config = {"x": 2}
+    folder = cache.cache_root() / "ckpt" / cache.key("ckpt", config)
+    (folder / "sub").mkdir(parents=True)
+    (folder / "data.txt").write_text("old")
+    (folder / "sub" / "more.bin").write_bytes(b"\x07" * 9)
+    files = {
+        rel: {
+            "size": (folder / rel).stat().st_size,
+            "sha256": hashlib.sha256((folder / rel).read_bytes()).hexdigest(),
+        }
+        for rel in ("data.txt", "sub/more.bin")
+    }
+    manifest = {
+        "kind": "ckpt",
+        "config": config,
+        "inputs": [],
+        "created": "2026-01-01T00:00:00",
+        "files": files,
+    }
+    (folder / cache.MANIFEST).write_text(json.dumps(manifest, indent=2))
+    calls = []
+    assert cache.cached("ckpt", config, writer("new", calls)) == folder and calls == []
+    assert (folder / "data.txt").read_text() == "old" and cache.verify("ckpt", folder.name)
 
 
 def test_failed_build_leaves_nothing_behind(cache_dir):
