@@ -34,7 +34,9 @@ def available() -> list[str]:
 
 
 def implementation(override: str | None = None) -> str:
-    """``override`` or ``$LCX_ATTN`` if set (and usable), else the fastest available."""
+    """``override`` or ``$LCX_ATTN`` if set (and usable), else the fastest available. Asking for
+    :data:`VARLEN` registers it with transformers, so a model built with the name returned can run
+    it (importing ``lcx`` leaves transformers' global registry as it was)."""
     choice = override or os.environ.get("LCX_ATTN")
     if choice is None:
         return available()[0]
@@ -44,6 +46,8 @@ def implementation(override: str | None = None) -> str:
         raise RuntimeError(
             f"attention implementation {choice!r} is not available here (have {available()})"
         )
+    if choice == VARLEN:
+        _register_varlen()
     return choice
 
 
@@ -129,12 +133,11 @@ def varlen_attention(
     return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 
-def _register() -> None:
+def _register_varlen() -> None:
+    """Make :data:`VARLEN` a name transformers' models accept (``attn_implementation``): done by
+    :func:`implementation` when it is asked for, not on import. Registering again is harmless."""
     # an implementation transformers does not know gets no mask built (create_causal_mask returns
     # None for it), so no dense block mask is materialized either
     from transformers import AttentionInterface
 
     AttentionInterface.register(VARLEN, varlen_attention)
-
-
-_register()

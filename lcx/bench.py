@@ -117,6 +117,7 @@ def packed_row_times(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out = []
     for impl in impls:
+        attention.implementation(impl)  # a known, usable name (registers lcx_varlen when asked)
         model = models.new_model(
             config.__class__(**{**config.to_dict(), "attn_implementation": impl})
         )
@@ -267,7 +268,7 @@ def _attention_measure(
     config = models.tiny_config(size, vocab, seq_len, ROPE_BASE)
     # tiny_config passes attn_implementation=attention.implementation() itself, so it is set here instead;
     # the setter reaches every attention layer, which reads it at each forward.
-    config._attn_implementation = impl
+    config._attn_implementation = attention.implementation(impl)  # (registers lcx_varlen if asked)
     model = models.new_model(config).to(dev).train()
     used = {layer.self_attn.config._attn_implementation for layer in model.model.layers}
     if model.config._attn_implementation != impl or used != {impl}:

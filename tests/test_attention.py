@@ -1,6 +1,9 @@
 """Packed sequences: each document must see only itself when masking is on (and see its
 predecessors when it is off), for every attention implementation available here."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -20,7 +23,7 @@ def model(impl):
         num_key_value_heads=2,
         head_dim=16,
         intermediate_size=128,
-        attn_implementation=impl,
+        attn_implementation=attention.implementation(impl),
     )
     return LlamaForCausalLM(cfg).eval()
 
@@ -104,6 +107,25 @@ def test_packed_batch_rows_with_different_boundaries(impl):
                     out[b, start : start + len(d)], m(d[None]).logits[0], atol=2e-5, rtol=1e-4
                 )
                 start += len(d)
+
+
+def test_varlen_is_registered_when_asked_for_not_on_import():
+    """Importing lcx (every module) leaves transformers' attention registry as it was; asking
+    for the per-document implementation registers it, and a model then runs with it."""
+    code = f"""
+import importlib, pkgutil
+import lcx
+for m in pkgutil.iter_modules(lcx.__path__):
+    importlib.import_module("lcx." + m.name)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from lcx import attention
+assert {attention.VARLEN!r} not in ALL_ATTENTION_FUNCTIONS, "registered on import"
+assert attention.implementation({attention.VARLEN!r}) == {attention.VARLEN!r}
+assert ALL_ATTENTION_FUNCTIONS[{attention.VARLEN!r}] is attention.varlen_attention
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_document_spans_follow_position_resets():
