@@ -8,7 +8,6 @@ A chapter's first cells are then its parameters (papermill's ``parameters`` cell
 from __future__ import annotations
 
 import gc
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,27 +55,19 @@ def count(profile: str, name: str, value: int | None, low: int = 1, **by_profile
 def quiet() -> None:
     """Keep the libraries' chatter out of a chapter's outputs (the rendered book showed hundreds of
     lines of it): ``datasets``' bars for every map, filter and save ("Saving the dataset",
-    "Filter", "tokenizing train": short steps, mostly cached), transformers' logged warnings (its
-    generation "friendly reminder" when a probe runs past the model's window, which is the point of
-    the probe), and two warnings peft raises on every QLoRA run: transformers' deprecation of the
-    gradient-checkpointing names peft calls, and its failed look-up of a hub config for a model
-    that came from a temporary folder. Errors and other warnings still show, and so do the long
-    loops' bars, the Trainer's and lcx's evaluations': live in Jupyter, and in their last state in
-    the book (``make book`` runs ``scripts/collapse_streams.py`` on the executed notebooks)."""
+    "Filter", "tokenizing train": short steps, mostly cached), transformers' bars for saving and
+    loading weights (a QLoRA model is quantized through a save and a load), and its logged
+    warnings (its generation "friendly reminder" when a probe runs past the model's window, which
+    is the point of the probe). Errors still show, and so do the long loops' bars, the Trainer's
+    and lcx's evaluations': live in Jupyter, and in their last state in the book (``make book``
+    runs ``scripts/collapse_streams.py`` on the executed notebooks). The few warnings that every
+    run raises are filtered, by message, where lcx is imported (``lcx/__init__.py``)."""
     import datasets
     import transformers
 
     datasets.disable_progress_bars()
+    transformers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
-    warnings.filterwarnings(
-        "ignore",
-        r"`(is_gradient_checkpointing|gradient_checkpointing_enable)` is deprecated",
-        FutureWarning,
-        module="transformers",
-    )
-    warnings.filterwarnings(
-        "ignore", "Could not find a config file in .* vocabulary was not modified", UserWarning
-    )
 
 
 def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") -> Chapter:
