@@ -35,6 +35,7 @@ from . import attention, budget, models
 # mirrored base). A step's cost does not depend on it; it is fixed so that runs compare.
 ROPE_BASE = 520.0
 
+
 def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
     """Sustained GFLOP/s of an n x n matmul."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -62,8 +63,9 @@ def train_throughput(
     batch_tokens: int = 8192,
 ) -> float:
     """Tokens/s of ``steps`` optimizer steps after two warm-up steps, through ``LcxTrainer``."""
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback, default_data_collator
 
+    from . import rows as row_builders
     from . import train  # here: the attention children import this module and never train
 
     torch.set_flush_denormal(True)
@@ -77,7 +79,7 @@ def train_throughput(
         bf16=bf16,
         save_every=10**9,
     )
-    rows = train.packed_rows(
+    rows = row_builders.packed_rows(
         tokens["train"], recipe, tokenizer.bos_token_id, recipe.steps * recipe.rows_per_step
     )
     times = []
@@ -93,7 +95,7 @@ def train_throughput(
             model=model,
             args=args,
             train_dataset=rows,
-            data_collator=train.collate,
+            data_collator=default_data_collator,
             callbacks=[Clock()],
         )
         trainer.train()

@@ -521,7 +521,7 @@ def domain_stats(tokens):
 def ultrachat(seed: int = 0, split: str = "train_sft", name: str = "HuggingFaceH4/ultrachat_200k"):
     """UltraChat's conversations (ProLong's SFT data) as an endless stream of message lists from the
     hub, reshuffled by ``seed`` each epoch (ProLong's 1B SFT tokens are several epochs of it; the
-    gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.train.chat_rows`)."""
+    gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.rows.chat_rows`)."""
     from datasets import load_dataset
 
     stream = load_dataset(name, split=split, streaming=True)

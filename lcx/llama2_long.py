@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import budget, evaluate, models, train
+from . import rows as row_builders
 from .profiles import pick
 
 ABF_FACTOR = 50  # 10,000 -> 500,000
@@ -180,11 +181,11 @@ def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool) -> list[dict]:
     short_rows = [
         row
         for i, task in enumerate(SHORT_TASKS)
-        for row in train.task_sft_rows(
+        for row in row_builders.task_sft_rows(
             task, tokenizer, n // (2 * len(SHORT_TASKS)), L, 100 * seed + i, pool, short_lengths
         )
     ]
-    long_rows = train.task_sft_rows(
+    long_rows = row_builders.task_sft_rows(
         "self_instruct", tokenizer, n - len(short_rows), L, seed, pool, (2 * W, L - 1), lm_loss
     )
     rows = short_rows + long_rows

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate, models, tasks, train
+from . import rows as row_builders
 from .profiles import pick
 
 FACTOR = 10  # 8K -> 80K
@@ -96,24 +97,24 @@ def training_rows(ch, qlora: train.Recipe, seed: int):
                     tokenizer, length, rng.randrange(10**6), "train", family_pools[family], family
                 )
             )
-        return train.conversation_rows(convs, L, tokenizer.pad_token_id)
+        return row_builders.conversation_rows(convs, L, tokenizer.pad_token_id)
 
     def short_lm(n):
         lm = dataclasses.replace(qlora, seed=seed, formats={})
-        return train.packed_rows(tokens["train"], lm, tokenizer.bos_token_id, n)
+        return row_builders.packed_rows(tokens["train"], lm, tokenizer.bos_token_id, n)
 
     def instructions(n):
         return [
             row
             for i, (task, k) in enumerate((("self_instruct", n // 2), ("doc_qa", n - n // 2)))
-            for row in train.task_sft_rows(
+            for row in row_builders.task_sft_rows(
                 task, tokenizer, k, L, 10 * seed + i, train_pool, (W, 4 * W)
             )
         ]
 
     parts = {"long QA": long_qa, "short LM": short_lm, "instructions": instructions}
     n = qlora.steps * qlora.rows_per_step
-    rows = train.mix_rows({k: (SHARES[k], make) for k, make in parts.items()}, n, seed)
+    rows = row_builders.mix_rows({k: (SHARES[k], make) for k, make in parts.items()}, n, seed)
     return rows, convs
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import bench, budget, data, evaluate, models, rope, train
+from . import rows as row_builders
 from .profiles import pick
 
 LONG = {"code": 1.0, "books": 1.0}  # paper: code repositories and books, 1:1 (Table 4)
@@ -170,7 +171,7 @@ def continued_run(ch, start, recipe, settings: dict, bases: dict, seed: int, nam
     s = {**DEFAULT, "base": "stage 1", **settings}
     base = bases[s["base"]] if isinstance(s["base"], str) else s["base"]
     rec = dataclasses.replace(recipe, seed=seed, document_masking=s["masking"])
-    rows = train.long_short_rows(
+    rows = row_builders.long_short_rows(
         training_documents(ch.tokens),
         rec,
         s["long_share"],
@@ -191,9 +192,11 @@ def short_chat(ch, k: int, seed: int, task_names) -> list[dict]:
     gpu/paper; here short chats of the probe tasks' training formats."""
     L, W = 8 * ch.W, ch.W
     if ch.profile in ("gpu", "paper"):
-        return train.chat_template_rows(data.ultrachat(), ch.tokenizer, k, L)
+        return row_builders.chat_template_rows(data.ultrachat(), ch.tokenizer, k, L)
     pool = evaluate.pool(ch.tokenizer, ch.tokens, "train")
-    return train.chat_rows(ch.tokenizer, k, L, seed, pool, (W // 2, W), task_names=task_names)
+    return row_builders.chat_rows(
+        ch.tokenizer, k, L, seed, pool, (W // 2, W), task_names=task_names
+    )
 
 
 def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float = 0.0):
@@ -205,10 +208,12 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
         "short chat": (1 - synthetic, lambda k: short_chat(ch, k, seed, task_names)),
         "synthetic long": (
             synthetic,
-            lambda k: train.synthetic_long_rows(ch.tokenizer, k, L, seed, pool, (2 * W, L - 1)),
+            lambda k: row_builders.synthetic_long_rows(
+                ch.tokenizer, k, L, seed, pool, (2 * W, L - 1)
+            ),
         ),
     }
-    rows = train.mix_rows(parts, sft.steps * sft.rows_per_step, seed)
+    rows = row_builders.mix_rows(parts, sft.steps * sft.rows_per_step, seed)
     return train.fine_tune(
         run, ch.tokenizer, dataclasses.replace(sft, seed=seed), f"prolong-sft-{ch.profile}", rows
     )
@@ -266,7 +271,7 @@ def simulated_throughput(costs, tokens: int, devices: int, order=None, trials=20
 def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
     """Seconds per packed row by attention implementation (:func:`lcx.bench.packed_row_times`,
     App. B / Table 15's measurement) on the base model's config, measured once per cache."""
-    params = {"rows": train.rows_key(rows), "repeats": repeats, "bf16": bf16}
+    params = {"rows": row_builders.rows_key(rows), "repeats": repeats, "bf16": bf16}
     return evaluate.memo(
         "packed-row-times",
         params,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate, models, train
+from . import rows as row_builders
 from .profiles import pick
 
 FACTOR = 8  # linear PI factor: 4K -> 32K
@@ -165,7 +166,9 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
             seed=seed,
             save_every=50,
         )
-        rows = train.task_sft_rows(task, tokenizer, rec.steps * rec.rows_per_step, L, seed, pool)
+        rows = row_builders.task_sft_rows(
+            task, tokenizer, rec.steps * rec.rows_per_step, L, seed, pool
+        )
         runs[task] = train.fine_tune(r2, tokenizer, rec, f"together-ft-{task}-{profile}", rows)
     return runs
 
@@ -173,7 +176,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
 def composition(recipe: train.Recipe, tokens, tokenizer, n: int = 400) -> dict:
     """What ``n`` rows built by ``recipe`` hold (T3, the data recipe as built): the share of rows with
     a task or fill-in example (loss weight > 1) and the documents started per such row."""
-    rows = train.packed_rows(tokens["train"], recipe, tokenizer.bos_token_id, n, tokenizer)
+    rows = row_builders.packed_rows(tokens["train"], recipe, tokenizer.bos_token_id, n, tokenizer)
     with_task = [bool((r["loss_weights"] > 1).any()) for r in rows]
     starts = [int((r["input_ids"] == tokenizer.bos_token_id).sum()) for r in rows]
     return {

@@ -1,12 +1,10 @@
 """Training runs built on ``transformers.Trainer``, described by a :class:`Recipe` that reads like a
 paper's hyperparameter table, cached by its full config and resumable after a crash.
 
-* Continued pretraining (and pretraining from scratch) on sequences packed from a domain mixture,
-  with a minimum document length (Together drops short sequences) and document masking on or off
-  (ProLong §A.3; see :mod:`lcx.attention`).
-* Task-format rows (any task of :mod:`lcx.tasks`, e.g. passkey) mixed in at given shares with their
-  answer tokens up-weighted: the tiny models only learn a probe's format when it is in their
-  training mix. They are built from training seeds and training documents only.
+* Continued pretraining (and pretraining from scratch) on rows packed from a domain mixture, with a
+  minimum document length (Together drops short sequences), document masking on or off (ProLong
+  §A.3; see :mod:`lcx.attention`) and task-format rows mixed in (:func:`lcx.rows.packed_rows`), or
+  on ready-made rows (SFT, chat and mixes: :mod:`lcx.rows`).
 * A token-averaged loss (ProLong §A.3): every token in a batch counts the same, whatever its row.
 
 A run's artifact (``lcx.cache``) holds the final model, the recipe and the loss log; checkpoints go
@@ -16,21 +14,25 @@ to a work folder keyed the same way, so a run killed mid-way resumes from its la
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM, Trainer, TrainingArguments
+from transformers import (
+    LlamaForCausalLM,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+    get_scheduler,
+)
 
 from . import attention, cache, tasks
-
-IGNORE = -100
+from . import rows as row_builders  # (run takes an argument called rows)
 
 
 @dataclass
@@ -95,167 +97,56 @@ class Recipe:
         return config
 
 
-# --- data --------------------------------------------------------------------------------------
+def recipe_table(recipes: dict, paper: dict, paper_label: str, keys=None):
+    """Our recipes (column label -> :class:`Recipe`) beside the paper's hyperparameters, one row
+    per key (default: the paper's keys; a key the paper does not state shows empty)."""
+    import pandas as pd
 
-
-def _doc_stream(docs: list[list[int]], rng: random.Random, bos: int):
-    """Documents of one domain in a shuffled order, forever, each starting with BOS."""
-    order = list(range(len(docs)))
-    while True:
-        rng.shuffle(order)
-        for i in order:
-            yield [bos, *docs[i]]
-
-
-def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None) -> list[dict]:
-    """``n_rows`` training rows of ``recipe.seq_len`` tokens.
-
-    Each LM row draws a domain by ``recipe.mixture`` and fills the row with that domain's documents
-    (cut where the row ends; the rest starts the next row of that domain). With document masking the
-    position ids restart per document and the first token of each document is not a target. A share
-    ``recipe.formats[task]`` of rows are examples of that task (:mod:`lcx.tasks`, training seeds, text
-    from the training documents) at random lengths up to ``seq_len`` and random depths.
-    """
-    bad = [t for t in recipe.formats if t not in tasks.TASKS]
-    if bad or sum(recipe.formats.values()) > 1:
-        raise ValueError(
-            f"formats={recipe.formats}: tasks must be in {tuple(tasks.TASKS)}, shares sum to <= 1"
-        )
-    rng = random.Random(recipe.seed)
-    weights = {d: w for d, w in recipe.mixture.items() if w > 0}
-    by_domain = {d: [] for d in weights}
-    if hasattr(tokens, "select_columns"):  # a datasets.Dataset: read the two columns at once
-        tokens = tokens.select_columns(["input_ids", "domain"]).to_dict()
-    for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
-        if domain in by_domain and len(ids) >= recipe.min_doc_tokens:
-            by_domain[domain].append(ids)
-    missing = [d for d, docs in by_domain.items() if not docs]
-    for d in missing:  # a domain this profile does not have (e.g. books on tiny)
-        weights.pop(d)
-    if not weights:
-        raise ValueError(
-            f"no training documents for mixture {recipe.mixture} (min_doc_tokens={recipe.min_doc_tokens})"
-        )
-    streams = {
-        d: _doc_stream(by_domain[d], random.Random(f"{recipe.seed}-{d}"), bos_id) for d in weights
-    }
-    pending = {d: [] for d in weights}
-    domains, probs = zip(*weights.items(), strict=True)
-    formats = [(t, share) for t, share in recipe.formats.items() if share > 0]
-    pool = None
-    if any(tasks.TASKS[t].needs_pool for t, _ in formats):
-        pool = tasks.Pool(tokenizer, [ids for docs in by_domain.values() for ids in docs])
-    rows = []
-    for _ in range(n_rows):
-        u, task = rng.random(), None
-        for t, share in formats:
-            if u < share:
-                task = t
-                break
-            u -= share
-        if task is not None:
-            rows.append(_format_row(task, tokenizer, recipe, rng, pool))
-            continue
-        d = rng.choices(domains, probs)[0]
-        ids, lengths = [], []
-        while len(ids) < recipe.seq_len:
-            doc = pending[d] or next(streams[d])
-            take = doc[: recipe.seq_len - len(ids)]
-            pending[d] = doc[len(take) :]
-            ids += take
-            lengths.append(len(take))
-        pos = attention.position_ids(lengths, recipe.document_masking)
-        labels = torch.tensor(ids)
-        if recipe.document_masking:
-            starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
-            labels[starts] = IGNORE
-        rows.append(
-            {
-                "input_ids": torch.tensor(ids),
-                "position_ids": pos,
-                "labels": labels,
-                "loss_weights": torch.ones(len(ids)),
-            }
-        )
-    return rows
-
-
-def _format_row(task: str, tokenizer, recipe: Recipe, rng: random.Random, pool) -> dict:
-    """One training row of ``task`` at a random length in [seq_len / 4, seq_len] (passkey: from
-    its shortest prompt), padded to ``seq_len``; with ``recipe.pack_formats``, examples of
-    lengths in [seq_len / 8, seq_len / 2] packed until the row is full."""
-    if recipe.pack_formats:
-        return _packed_format_row(task, tokenizer, recipe, rng, pool)
-    low = tasks.passkey_min_length(tokenizer) if task == "passkey" else recipe.seq_len // 4
-    if low > recipe.seq_len:
-        raise ValueError(
-            f"{task} rows need seq_len >= {low} with this tokenizer (got {recipe.seq_len})"
-        )
-    try:
-        ex = tasks.training_example(task, tokenizer, rng.randint(low, recipe.seq_len), rng, pool)
-    except ValueError:  # too short for this task's prompt: use the whole row
-        ex = tasks.training_example(task, tokenizer, recipe.seq_len, rng, pool)
-    ids = ex.prompt_ids + ex.answer_ids
-    if len(ids) > recipe.seq_len:
-        raise ValueError(f"{task} example of {len(ids)} tokens for a {recipe.seq_len}-token row")
-    pad = recipe.seq_len - len(ids)
-    weights = [1.0] * len(ex.prompt_ids) + [recipe.answer_weight] * len(ex.answer_ids) + [0.0] * pad
-    labels = ids + [IGNORE] * pad
-    ids = ids + [tokenizer.pad_token_id] * pad
-    return {
-        "input_ids": torch.tensor(ids),
-        "position_ids": torch.arange(recipe.seq_len),
-        "labels": torch.tensor(labels),
-        "loss_weights": torch.tensor(weights),
-    }
-
-
-def _packed_format_row(task: str, tokenizer, recipe: Recipe, rng: random.Random, pool) -> dict:
-    ids, weights, n = [], [], recipe.seq_len
-    while n - len(ids) >= n // 8:
-        room = n - len(ids)
-        ex = None
-        # a random length; if the task's prompt needs more, half a row; then the rest of the row
-        for length in (rng.randint(n // 8, min(n // 2, room)), min(n // 2, room), room):
-            try:
-                ex = tasks.training_example(task, tokenizer, length, rng, pool)
-                break
-            except ValueError:
-                continue
-        if ex is None:
-            break
-        ids += ex.prompt_ids + ex.answer_ids
-        weights += [1.0] * len(ex.prompt_ids) + [recipe.answer_weight] * len(ex.answer_ids)
-    if not ids:  # the task needs the whole row
-        return _format_row(
-            task, tokenizer, dataclasses.replace(recipe, pack_formats=False), rng, pool
-        )
-    pad = n - len(ids)
-    return {
-        "input_ids": torch.tensor(ids + [tokenizer.pad_token_id] * pad),
-        "position_ids": torch.arange(n),
-        "labels": torch.tensor(ids + [IGNORE] * pad),
-        "loss_weights": torch.tensor(weights + [0.0] * pad),
-    }
+    rows = [
+        {
+            "hyperparameter": k,
+            **{label: str(r.config()[k]) for label, r in recipes.items()},
+            paper_label: paper.get(k, ""),
+        }
+        for k in (list(paper) if keys is None else keys)
+    ]
+    return pd.DataFrame(rows)
 
 
 # --- the trainer -----------------------------------------------------------------------------------
 
 
-def lr_factor(step: int, recipe: Recipe) -> float:
-    """The LR multiplier at ``step`` of the recipe's schedule (warm-up, then cosine/linear/constant)."""
+# Recipe.schedule -> transformers' lr_scheduler_type
+SCHEDULES = {"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def warmup_steps(recipe: Recipe, total: int) -> int:
+    """Warm-up steps of a ``total``-step schedule: ``recipe.warmup`` as a fraction of the steps
+    (below 1) or as a step count, as ``TrainingArguments.get_warmup_steps`` reads it."""
+    return math.ceil(recipe.warmup * total) if recipe.warmup < 1 else int(recipe.warmup)
+
+
+def lr_schedule(recipe: Recipe) -> Callable[[int], float]:
+    """The LR multiplier by step of the recipe's whole schedule (``recipe.schedule_steps`` steps,
+    else the recipe's own): linear warm-up from 0, then cosine decay to ``min_lr_ratio``, linear
+    decay to 0, or constant. It is transformers' own schedule function for ``recipe.schedule``
+    (from ``transformers.get_scheduler``, as ``Trainer`` builds it for a one-stage run), so the
+    stages of a curriculum follow the one-stage curve exactly; steps past the end keep its last
+    value."""
+    if recipe.schedule not in SCHEDULES:
+        raise ValueError(f"schedule={recipe.schedule!r} is not one of {tuple(SCHEDULES)}")
     total = recipe.schedule_steps or recipe.steps
-    warm = math.ceil(recipe.warmup * total) if recipe.warmup < 1 else int(recipe.warmup)
-    if step < warm:
-        return step / warm  # as transformers: 0 at step 0
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    if recipe.schedule == "cosine":
-        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (
-            1 + math.cos(math.pi * progress)
-        )
-    if recipe.schedule == "linear":
-        return 1 - progress
-    return 1.0
+    kwargs = {"min_lr_rate": recipe.min_lr_ratio} if recipe.schedule == "cosine" else {}
+    # get_scheduler builds a scheduler on an optimizer: a stand-in, only its function is kept
+    stand_in = torch.optim.SGD([torch.zeros(1)], lr=1.0)
+    factor = get_scheduler(
+        SCHEDULES[recipe.schedule],
+        stand_in,
+        num_warmup_steps=warmup_steps(recipe, total),
+        num_training_steps=total,
+        scheduler_specific_kwargs=kwargs,
+    ).lr_lambdas[0]
+    return lambda step: float(factor(min(step, total)))
 
 
 class LcxTrainer(Trainer):
@@ -292,7 +183,8 @@ class LcxTrainer(Trainer):
         over the step however it is split (ProLong's token-averaged loss), not a mean of
         micro-batch means."""
         total = sum(
-            (b["loss_weights"][:, 1:] * (b["labels"][:, 1:] != IGNORE)).sum() for b in batch_samples
+            (b["loss_weights"][:, 1:] * (b["labels"][:, 1:] != row_builders.IGNORE)).sum()
+            for b in batch_samples
         ).to(device)
         if self.args.world_size > 1:
             total = self.accelerator.gather(total).sum()
@@ -302,9 +194,9 @@ class LcxTrainer(Trainer):
         if self.recipe is None or self.recipe.schedule_steps is None:
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
-            start, recipe = self.recipe.schedule_start, self.recipe
+            start, factor = self.recipe.schedule_start, lr_schedule(self.recipe)
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer or self.optimizer, lambda step: lr_factor(start + step, recipe)
+                optimizer or self.optimizer, lambda step: factor(start + step)
             )
         return self.lr_scheduler
 
@@ -316,7 +208,7 @@ class LcxTrainer(Trainer):
             )
         )
         logits = outputs.logits[:, :-1].float()
-        target, w = labels[:, 1:], weights[:, 1:] * (labels[:, 1:] != IGNORE)
+        target, w = labels[:, 1:], weights[:, 1:] * (labels[:, 1:] != row_builders.IGNORE)
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)), target.reshape(-1).clamp(min=0), reduction="none"
         )
@@ -398,13 +290,8 @@ def parallel_arguments(recipe: Recipe) -> dict:
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     """The recipe as ``TrainingArguments`` (the row count per step is ``batch_tokens / seq_len``)."""
-    schedule = {
-        "cosine": "cosine_with_min_lr",
-        "linear": "linear",
-        "constant": "constant_with_warmup",
-    }
-    if recipe.schedule not in schedule:
-        raise ValueError(f"schedule={recipe.schedule!r} is not one of {tuple(schedule)}")
+    if recipe.schedule not in SCHEDULES:
+        raise ValueError(f"schedule={recipe.schedule!r} is not one of {tuple(SCHEDULES)}")
     parallel = parallel_arguments(recipe)
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -413,7 +300,7 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
         gradient_accumulation_steps=recipe.rows_per_step
         // ((recipe.micro_rows or recipe.rows_per_step) * data_parallel_size(recipe)),
         learning_rate=recipe.lr,
-        lr_scheduler_type=schedule[recipe.schedule],
+        lr_scheduler_type=SCHEDULES[recipe.schedule],
         lr_scheduler_kwargs={"min_lr_rate": recipe.min_lr_ratio}
         if recipe.schedule == "cosine"
         else {},
@@ -440,11 +327,6 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     )
 
 
-def collate(rows: list[dict]) -> dict:
-    """Stack training rows (equal-length tensors) into a batch."""
-    return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
-
-
 def run(
     model: LlamaForCausalLM,
     tokens,
@@ -457,10 +339,10 @@ def run(
     """Train ``model`` by ``recipe`` on ``tokens`` (from :func:`lcx.data.tokenize`), cached.
 
     ``inputs``: the cache keys this run depends on (tokens, tokenizer, initial model). ``rows``:
-    ready-made training rows (e.g. :func:`sft_rows`) used instead of packing ``tokens``; their
-    content is part of the cache key. Returns the run folder: ``model/`` (``save_pretrained``, LoRA
-    merged), ``recipe.json`` and ``log.json`` (loss per step). A run interrupted at any point
-    resumes from its last checkpoint when called again.
+    ready-made training rows (:mod:`lcx.rows`, e.g. :func:`lcx.rows.sft_rows`) used instead of
+    packing ``tokens``; their content is part of the cache key. Returns the run folder: ``model/``
+    (``save_pretrained``, LoRA merged), ``recipe.json`` and ``log.json`` (loss per step). A run
+    interrupted at any point resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
     per_pass = (recipe.micro_rows or recipe.rows_per_step) * data_parallel_size(recipe)
@@ -486,7 +368,7 @@ def run(
         "version": 1,
     }
     if rows is not None:
-        config["rows"] = rows_key(rows)
+        config["rows"] = row_builders.rows_key(rows)
     elif recipe.formats:  # rows made here by the task generators: their version is in the key
         config["tasks"] = tasks.VERSION
     work = cache.cache_root() / "work" / f"{name}-{cache.key('run', config, inputs)}"
@@ -498,7 +380,7 @@ def run(
         data = (
             rows[:n_rows]
             if rows is not None
-            else packed_rows(
+            else row_builders.packed_rows(
                 tokens["train"] if "train" in tokens else tokens,
                 recipe,
                 tokenizer.bos_token_id,
@@ -560,7 +442,7 @@ def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
         model=net,
         args=training_arguments(recipe, work),
         train_dataset=data,
-        data_collator=collate,
+        data_collator=default_data_collator,  # stacks the rows' tensors, keys as they are
         recipe=recipe,
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(work))
@@ -658,281 +540,6 @@ def curriculum(
     return run(switched, tokens, tokenizer, long, [*inputs, run1.name], name=f"{name}-long")
 
 
-def _padded_row(ids, pos, labels, weights, seq_len: int, pad_id: int) -> dict:
-    """A training row padded to ``seq_len`` (the padding's positions run on from 0, no loss)."""
-    pad = seq_len - len(ids)
-    return {
-        "input_ids": torch.tensor(ids + [pad_id] * pad),
-        "position_ids": torch.tensor(pos + list(range(pad))),
-        "labels": torch.tensor(labels + [IGNORE] * pad),
-        "loss_weights": torch.tensor(weights + [0.0] * pad),
-    }
-
-
-def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) -> list[dict]:
-    """Instruction-tuning rows: examples packed into ``seq_len`` rows with document masking. An
-    example is a (prompt ids, response ids) pair, or a list of such pairs (the turns of one
-    conversation, trained on every response). The loss is on responses only, or on inputs too
-    (Llama 2 Long Table 9). Examples longer than ``seq_len`` are dropped."""
-    rows, ids, pos, labels, weights = [], [], [], [], []
-
-    def flush():
-        rows.append(_padded_row(ids, pos, labels, weights, seq_len, pad_id))
-
-    for example in examples:
-        turns = [example] if isinstance(example, tuple) else list(example)
-        n = sum(len(p) + len(r) for p, r in turns)
-        if n > seq_len:
-            continue
-        if len(ids) + n > seq_len:
-            flush()
-            ids, pos, labels, weights = [], [], [], []
-        pos += list(range(n))
-        for i, (prompt, response) in enumerate(turns):
-            ids += [*prompt, *response]
-            # a document's first token is never a target
-            labels += [IGNORE, *prompt[1:], *response] if i == 0 else [*prompt, *response]
-            weights += [1.0 if loss_on_inputs else 0.0] * len(prompt) + [1.0] * len(response)
-    if ids:
-        flush()
-    return rows
-
-
-def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
-    """One row per :class:`lcx.tasks.Conversation` (context, then each question and its answer),
-    padded to ``seq_len``; the loss is on the answers only, as Llama-3 80K fine-tunes the model to
-    answer every question of a context's conversation. Conversations longer than ``seq_len`` are
-    dropped."""
-    rows = []
-    for conv in conversations:
-        ids, weights = list(conv.context_ids), [0.0] * len(conv.context_ids)
-        for question, answer in conv.turns:
-            ids += [*question, *answer]
-            weights += [0.0] * len(question) + [1.0] * len(answer)
-        if len(ids) > seq_len:
-            continue
-        labels = [IGNORE if w == 0 else t for t, w in zip(ids, weights, strict=True)]
-        rows.append(_padded_row(ids, list(range(len(ids))), labels, weights, seq_len, pad_id))
-    return rows
-
-
-def task_sft_rows(
-    task: str,
-    tokenizer,
-    n_rows: int,
-    seq_len: int,
-    seed: int,
-    pool=None,
-    lengths: tuple[int, int] | None = None,
-    loss_on_inputs: bool = False,
-) -> list[dict]:
-    """``n_rows`` fine-tuning rows of ``task`` (:mod:`lcx.tasks` training seeds, example lengths
-    drawn uniformly from ``lengths``, by default [seq_len / 4, seq_len)), packed by
-    :func:`sft_rows`; the loss is on the answers only unless ``loss_on_inputs``."""
-    lo, hi = lengths or (seq_len // 4, seq_len - 1)
-    if not 0 < lo <= hi < seq_len:
-        raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
-    rng, examples, total = random.Random(seed), [], 0
-    while total < n_rows * seq_len:
-        try:
-            length = rng.randint(lo, hi)
-            ex = tasks.training_example(task, tokenizer, length, rng, pool)
-        except ValueError:  # too short for this task's prompt: the longest allowed
-            ex = tasks.training_example(task, tokenizer, hi, rng, pool)
-        examples.append((ex.prompt_ids, ex.answer_ids))
-        total += ex.length
-    return sft_rows(examples, seq_len, tokenizer.pad_token_id, loss_on_inputs)[:n_rows]
-
-
-# ProLong's SFT data is UltraChat: short multi-turn chats (1.2K tokens on average, none over 4.1K).
-# Our stand-in: short QA conversations over corpus text and short single-turn instructions in the
-# probe tasks' formats, one task per HELMET category where the window fits it.
-CHAT_TASKS = ("json_kv", "multidoc_qa", "rerank", "icl", "doc_qa", "summary")
-CHAT_FAMILIES = ("single_detail", "multi_detail_homogeneous")
-
-
-def chat_rows(
-    tokenizer,
-    n_rows: int,
-    seq_len: int,
-    seed: int,
-    pool,
-    lengths: tuple[int, int],
-    task_names=CHAT_TASKS,
-    turns: int = 3,
-) -> list[dict]:
-    """ProLong's short-only SFT data in miniature: ``n_rows`` rows of ``seq_len`` packed with short
-    examples (lengths from ``lengths``), alternating multi-turn QA conversations
-    (:func:`lcx.tasks.long_qa` at short lengths, loss on every answer; a single-turn instruction
-    where ``lengths`` leave no room for two turns) and single-turn instructions of ``task_names``;
-    the loss is on the responses only."""
-    lo, hi = lengths
-    if not 0 < lo <= hi < seq_len:
-        raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
-    rng, examples, total, i = random.Random(seed), [], 0, 0
-    while total < n_rows * seq_len:
-        length = rng.randint(lo, hi)
-        conv = None
-        if i % 2 == 0:  # a conversation: as many turns (>= 2) as fit this length, or as fit hi
-            family = CHAT_FAMILIES[(i // 2) % len(CHAT_FAMILIES)]
-            seed_i = rng.randrange(10**6)
-            for size, k in [(n, k) for n in (length, hi) for k in range(turns, 1, -1)]:
-                try:
-                    conv = tasks.long_qa(tokenizer, size, seed_i, "train", pool, family, k)
-                    break
-                except ValueError:
-                    continue
-        if conv is not None:
-            first_q, first_a = conv.turns[0]
-            example = [(list(conv.context_ids) + list(first_q), list(first_a)), *conv.turns[1:]]
-        else:
-            task = task_names[(i // 2) % len(task_names)]
-            try:
-                ex = tasks.training_example(task, tokenizer, length, rng, pool)
-            except ValueError:  # too short for this task's prompt: the longest allowed
-                ex = tasks.training_example(task, tokenizer, hi, rng, pool)
-            example = (ex.prompt_ids, ex.answer_ids)
-        examples.append(example)
-        total += sum(
-            len(p) + len(r) for p, r in ([example] if isinstance(example, tuple) else example)
-        )
-        i += 1
-    return sft_rows(examples, seq_len, tokenizer.pad_token_id)[:n_rows]
-
-
-def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> list[dict]:
-    """SFT rows from chat conversations (lists of ``{"role", "content"}`` messages, as UltraChat's
-    ``messages`` column) rendered by the tokenizer's chat template, packed by :func:`sft_rows`:
-    every assistant message is a response with the loss on it; everything before it (system and
-    user turns, the template's markup) is prompt. ``conversations`` may be a stream: it is read
-    until ``n_rows`` rows are full."""
-
-    def render(messages, generation_prompt=False):
-        out = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=generation_prompt, tokenize=True
-        )
-        return list(out["input_ids"] if hasattr(out, "keys") else out)
-
-    examples, total = [], 0
-    for messages in conversations:
-        turns, done = [], []
-        for i, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            prefix = render(messages[:i], generation_prompt=True)
-            full = render(messages[: i + 1])
-            if prefix[: len(done)] != done or full[: len(prefix)] != prefix:
-                raise ValueError(
-                    "the chat template does not render a conversation's prefixes stably"
-                )
-            turns.append((prefix[len(done) :], full[len(prefix) :]))
-            done = full
-        if turns and len(done) <= seq_len:  # longer ones would be dropped by sft_rows
-            examples.append(turns)
-            total += len(done)
-        if total >= n_rows * seq_len:
-            break
-    rows = sft_rows(examples, seq_len, tokenizer.pad_token_id)
-    if len(rows) < n_rows:
-        raise ValueError(f"the conversations filled {len(rows)} rows of {seq_len}, not {n_rows}")
-    return rows[:n_rows]
-
-
-# ProLong §5: its synthetic long instruction data is 40% QA, 30% RAG and 30% summarization.
-SYNTHETIC_LONG = {"self_instruct": 0.4, "multidoc_qa": 0.3, "summary": 0.3}
-
-
-def synthetic_long_rows(
-    tokenizer, n_rows: int, seq_len: int, seed: int, pool, lengths: tuple[int, int], shares=None
-) -> list[dict]:
-    """ProLong's synthetic long instruction data in miniature: QA written from one chunk of a long
-    document with the whole document as context (``self_instruct``), the same with retrieved-like
-    passages (``multidoc_qa``) and summarization (``summary``), in :data:`SYNTHETIC_LONG`'s shares."""
-    shares = SYNTHETIC_LONG if shares is None else shares
-    parts = {
-        task: (
-            share,
-            lambda n, task=task, i=i: task_sft_rows(
-                task, tokenizer, n, seq_len, 1000 * seed + i, pool, lengths
-            ),
-        )
-        for i, (task, share) in enumerate(shares.items())
-    }
-    return mix_rows(parts, n_rows, seed)
-
-
-def long_short_rows(
-    tokens,
-    recipe: Recipe,
-    long_share: float,
-    n_rows: int,
-    bos_id: int,
-    long_mixture,
-    short_mixture,
-    tokenizer=None,
-) -> list[dict]:
-    """ProLong §3's continued-training rows: a share ``long_share`` of rows are long documents
-    (``long_mixture``'s domains, only documents at least ``recipe.seq_len`` long, so a row is one
-    document's chunk), the rest pack short data (``short_mixture``) with ``recipe``'s document
-    masking. Format rows (``recipe.formats``) go in the short part."""
-    if not 0 <= long_share <= 1:
-        raise ValueError(f"long_share={long_share!r} must be in [0, 1]")
-    long = dataclasses.replace(
-        recipe, mixture=dict(long_mixture), min_doc_tokens=recipe.seq_len, formats={}
-    )
-    short = dataclasses.replace(recipe, mixture=dict(short_mixture), min_doc_tokens=0)
-    parts = {
-        "long": (long_share, lambda n: packed_rows(tokens, long, bos_id, n)),
-        "short": (1 - long_share, lambda n: packed_rows(tokens, short, bos_id, n, tokenizer)),
-    }
-    return mix_rows(parts, n_rows, recipe.seed)
-
-
-def share_counts(shares: dict[str, float], n: int) -> dict[str, int]:
-    """Split ``n`` rows by ``shares`` (any positive weights): the counts sum to ``n`` exactly, each
-    within one row of ``n * share / total`` (largest remainders get the leftover rows)."""
-    if n < 0 or not shares or any(not v >= 0 for v in shares.values()) or not sum(shares.values()):
-        raise ValueError(
-            f"need n >= 0 and non-negative shares with a positive sum, got {n}, {shares}"
-        )
-    total = sum(shares.values())
-    exact = {k: n * v / total for k, v in shares.items()}
-    counts = {k: int(v) for k, v in exact.items()}
-    by_remainder = sorted(shares, key=lambda k: exact[k] - counts[k], reverse=True)
-    for k in by_remainder[: n - sum(counts.values())]:
-        counts[k] += 1
-    return counts
-
-
-def mix_rows(parts: dict, n: int, seed: int) -> list[dict]:
-    """A data recipe's ``n`` training rows: ``parts`` maps a name to ``(share, make)``, where
-    ``make(count)`` returns ``count`` rows of that kind; the counts follow the shares
-    (:func:`share_counts`) and the rows are shuffled together by ``seed``.
-
-    Llama-3 80K's mix is ``{"long QA": (3.5, ...), "short LM": (5, ...), "instructions": (12, ...)}``;
-    ProLong's long/short ratio and SFT mixes are the same call with other shares.
-    """
-    counts = share_counts({k: share for k, (share, _) in parts.items()}, n)
-    rows = []
-    for name, (_, make) in parts.items():
-        if counts[name]:
-            made = make(counts[name])
-            if len(made) != counts[name]:
-                raise ValueError(f"part {name!r} made {len(made)} rows, asked for {counts[name]}")
-            rows += made
-    random.Random(seed).shuffle(rows)
-    return rows
-
-
-def rows_key(rows: list[dict]) -> str:
-    h = hashlib.sha256()
-    for row in rows:
-        for k in sorted(row):
-            h.update(k.encode())
-            h.update(row[k].numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")  # full model or LoRA adapters
 
@@ -987,9 +594,11 @@ def fine_tune(start: Path, tokenizer, recipe: Recipe, name: str, rows: list[dict
 
 def find_run(name: str) -> Path | None:
     """The finished run folder called ``name`` (a run's ``.name``, as chapters record them in their
-    metrics) in this cache, or None: how a chapter reuses another chapter's models."""
+    metrics) in this cache, or None: how a chapter reuses another chapter's models. The folder is
+    checked as an ordinary load checks it (:func:`lcx.cache.is_complete`: every file of its
+    manifest there at its size); a damaged one is not found."""
     folder = cache.cache_root() / "run" / name
-    return folder if (folder / "model").is_dir() else None
+    return folder if cache.is_complete(folder) and (folder / "model").is_dir() else None
 
 
 @_quiet_weights

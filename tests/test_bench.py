@@ -169,10 +169,11 @@ def test_method_step_full_finetuning_grows_memory_more_than_lora(one_thread):
 
 
 def test_packed_row_times_cover_each_row_and_implementation():
-    from lcx import attention, models, train
+    from lcx import attention, models
+    from lcx import rows as row_builders
 
     config = models.tiny_config("tiny", 300, 64, 520.0)
-    rows = train.sft_rows(
+    rows = row_builders.sft_rows(
         [([1, *range(5, 5 + n - 2)], [3]) for n in (20, 30, 10, 60, 4)], 64, pad_id=0
     )
     times = bench.packed_row_times(config, rows, repeats=1)

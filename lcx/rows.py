@@ -1,0 +1,478 @@
+"""Training rows: what a training step reads, built from documents, task examples and conversations.
+
+A row is one training sequence of ``seq_len`` tokens, a dict of four equal-length tensors:
+
+* ``input_ids`` (int64): the tokens;
+* ``position_ids`` (int64): where each token sits. They restart at 0 at every document packed into
+  the row, which is how the attention keeps packed documents apart (document masking, ProLong
+  §A.3; see :mod:`lcx.attention`), or run on across the row when documents may see each other;
+* ``labels`` (int64): the target of each token, the token itself (the model shifts them by one),
+  or :data:`IGNORE` where nothing is predicted (the padding, a document's first token);
+* ``loss_weights`` (float32): what each target counts in the loss, 0 for no loss. The trainer
+  (:class:`lcx.train.LcxTrainer`) averages the loss over the weights of a whole optimizer step.
+
+The kinds of rows the papers train on:
+
+* **Packed rows** (:func:`packed_rows`): continued pretraining on documents of a domain mixture
+  packed back to back, cut where the row ends (Together, Llama 2 Long, ProLong), optionally with a
+  share of task-format rows whose answer tokens are up-weighted (the tiny models only learn a
+  probe's format when it is in their training mix). ProLong §3's long/short mix is
+  :func:`long_short_rows`.
+* **SFT rows** (:func:`sft_rows`): instruction examples (prompt, response) packed with document
+  masking, the loss on the responses only, or on the inputs too (Llama 2 Long Table 9's "with LM
+  loss"); :func:`task_sft_rows` makes them from :mod:`lcx.tasks`, :func:`conversation_rows` holds a
+  multi-turn conversation over one context per row (Llama-3 80K).
+* **Chat rows**: ProLong's short SFT data, short multi-turn chats in miniature (:func:`chat_rows`)
+  or real conversations through a tokenizer's chat template (:func:`chat_template_rows`);
+  :func:`synthetic_long_rows` is ProLong §5's synthetic long instruction data.
+* **Mixes** (:func:`mix_rows`): a data recipe's parts in given shares (:func:`share_counts`),
+  shuffled together, as Llama-3 80K's and ProLong's mixes are stated.
+
+Rows handed to :func:`lcx.train.run` are hashed into the run's cache key (:func:`rows_key`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import attention, tasks
+
+if TYPE_CHECKING:  # a row builder reads a recipe's fields; lcx.train imports this module
+    from .train import Recipe
+
+IGNORE = -100  # a label that is not a target (the value transformers' losses skip)
+
+
+# --- packed rows: continued pretraining on documents -----------------------------------------------
+
+
+def _doc_stream(docs: list[list[int]], rng: random.Random, bos: int):
+    """Documents of one domain in a shuffled order, forever, each starting with BOS."""
+    order = list(range(len(docs)))
+    while True:
+        rng.shuffle(order)
+        for i in order:
+            yield [bos, *docs[i]]
+
+
+def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None) -> list[dict]:
+    """``n_rows`` training rows of ``recipe.seq_len`` tokens.
+
+    Each LM row draws a domain by ``recipe.mixture`` and fills the row with that domain's documents
+    (cut where the row ends; the rest starts the next row of that domain). With document masking the
+    position ids restart per document and the first token of each document is not a target. A share
+    ``recipe.formats[task]`` of rows are examples of that task (:mod:`lcx.tasks`, training seeds, text
+    from the training documents) at random lengths up to ``seq_len`` and random depths.
+    """
+    bad = [t for t in recipe.formats if t not in tasks.TASKS]
+    if bad or sum(recipe.formats.values()) > 1:
+        raise ValueError(
+            f"formats={recipe.formats}: tasks must be in {tuple(tasks.TASKS)}, shares sum to <= 1"
+        )
+    rng = random.Random(recipe.seed)
+    weights = {d: w for d, w in recipe.mixture.items() if w > 0}
+    by_domain = {d: [] for d in weights}
+    if hasattr(tokens, "select_columns"):  # a datasets.Dataset: read the two columns at once
+        tokens = tokens.select_columns(["input_ids", "domain"]).to_dict()
+    for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
+        if domain in by_domain and len(ids) >= recipe.min_doc_tokens:
+            by_domain[domain].append(ids)
+    missing = [d for d, docs in by_domain.items() if not docs]
+    for d in missing:  # a domain this profile does not have (e.g. books on tiny)
+        weights.pop(d)
+    if not weights:
+        raise ValueError(
+            f"no training documents for mixture {recipe.mixture} (min_doc_tokens={recipe.min_doc_tokens})"
+        )
+    streams = {
+        d: _doc_stream(by_domain[d], random.Random(f"{recipe.seed}-{d}"), bos_id) for d in weights
+    }
+    pending = {d: [] for d in weights}
+    domains, probs = zip(*weights.items(), strict=True)
+    formats = [(t, share) for t, share in recipe.formats.items() if share > 0]
+    pool = None
+    if any(tasks.TASKS[t].needs_pool for t, _ in formats):
+        pool = tasks.Pool(tokenizer, [ids for docs in by_domain.values() for ids in docs])
+    rows = []
+    for _ in range(n_rows):
+        u, task = rng.random(), None
+        for t, share in formats:
+            if u < share:
+                task = t
+                break
+            u -= share
+        if task is not None:
+            rows.append(_format_row(task, tokenizer, recipe, rng, pool))
+            continue
+        d = rng.choices(domains, probs)[0]
+        ids, lengths = [], []
+        while len(ids) < recipe.seq_len:
+            doc = pending[d] or next(streams[d])
+            take = doc[: recipe.seq_len - len(ids)]
+            pending[d] = doc[len(take) :]
+            ids += take
+            lengths.append(len(take))
+        pos = attention.position_ids(lengths, recipe.document_masking)
+        labels = torch.tensor(ids)
+        if recipe.document_masking:
+            starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
+            labels[starts] = IGNORE
+        rows.append(
+            {
+                "input_ids": torch.tensor(ids),
+                "position_ids": pos,
+                "labels": labels,
+                "loss_weights": torch.ones(len(ids)),
+            }
+        )
+    return rows
+
+
+def _format_row(task: str, tokenizer, recipe: Recipe, rng: random.Random, pool) -> dict:
+    """One training row of ``task`` at a random length in [seq_len / 4, seq_len] (passkey: from
+    its shortest prompt), padded to ``seq_len``; with ``recipe.pack_formats``, examples of
+    lengths in [seq_len / 8, seq_len / 2] packed until the row is full."""
+    if recipe.pack_formats:
+        return _packed_format_row(task, tokenizer, recipe, rng, pool)
+    low = tasks.passkey_min_length(tokenizer) if task == "passkey" else recipe.seq_len // 4
+    if low > recipe.seq_len:
+        raise ValueError(
+            f"{task} rows need seq_len >= {low} with this tokenizer (got {recipe.seq_len})"
+        )
+    try:
+        ex = tasks.training_example(task, tokenizer, rng.randint(low, recipe.seq_len), rng, pool)
+    except ValueError:  # too short for this task's prompt: use the whole row
+        ex = tasks.training_example(task, tokenizer, recipe.seq_len, rng, pool)
+    ids = ex.prompt_ids + ex.answer_ids
+    if len(ids) > recipe.seq_len:
+        raise ValueError(f"{task} example of {len(ids)} tokens for a {recipe.seq_len}-token row")
+    pad = recipe.seq_len - len(ids)
+    weights = [1.0] * len(ex.prompt_ids) + [recipe.answer_weight] * len(ex.answer_ids) + [0.0] * pad
+    labels = ids + [IGNORE] * pad
+    ids = ids + [tokenizer.pad_token_id] * pad
+    return {
+        "input_ids": torch.tensor(ids),
+        "position_ids": torch.arange(recipe.seq_len),
+        "labels": torch.tensor(labels),
+        "loss_weights": torch.tensor(weights),
+    }
+
+
+def _packed_format_row(task: str, tokenizer, recipe: Recipe, rng: random.Random, pool) -> dict:
+    ids, weights, n = [], [], recipe.seq_len
+    while n - len(ids) >= n // 8:
+        room = n - len(ids)
+        ex = None
+        # a random length; if the task's prompt needs more, half a row; then the rest of the row
+        for length in (rng.randint(n // 8, min(n // 2, room)), min(n // 2, room), room):
+            try:
+                ex = tasks.training_example(task, tokenizer, length, rng, pool)
+                break
+            except ValueError:
+                continue
+        if ex is None:
+            break
+        ids += ex.prompt_ids + ex.answer_ids
+        weights += [1.0] * len(ex.prompt_ids) + [recipe.answer_weight] * len(ex.answer_ids)
+    if not ids:  # the task needs the whole row
+        return _format_row(
+            task, tokenizer, dataclasses.replace(recipe, pack_formats=False), rng, pool
+        )
+    pad = n - len(ids)
+    return {
+        "input_ids": torch.tensor(ids + [tokenizer.pad_token_id] * pad),
+        "position_ids": torch.arange(n),
+        "labels": torch.tensor(ids + [IGNORE] * pad),
+        "loss_weights": torch.tensor(weights + [0.0] * pad),
+    }
+
+
+def long_short_rows(
+    tokens,
+    recipe: Recipe,
+    long_share: float,
+    n_rows: int,
+    bos_id: int,
+    long_mixture,
+    short_mixture,
+    tokenizer=None,
+) -> list[dict]:
+    """ProLong §3's continued-training rows: a share ``long_share`` of rows are long documents
+    (``long_mixture``'s domains, only documents at least ``recipe.seq_len`` long, so a row is one
+    document's chunk), the rest pack short data (``short_mixture``) with ``recipe``'s document
+    masking. Format rows (``recipe.formats``) go in the short part."""
+    if not 0 <= long_share <= 1:
+        raise ValueError(f"long_share={long_share!r} must be in [0, 1]")
+    long = dataclasses.replace(
+        recipe, mixture=dict(long_mixture), min_doc_tokens=recipe.seq_len, formats={}
+    )
+    short = dataclasses.replace(recipe, mixture=dict(short_mixture), min_doc_tokens=0)
+    parts = {
+        "long": (long_share, lambda n: packed_rows(tokens, long, bos_id, n)),
+        "short": (1 - long_share, lambda n: packed_rows(tokens, short, bos_id, n, tokenizer)),
+    }
+    return mix_rows(parts, n_rows, recipe.seed)
+
+
+# --- SFT rows: examples with the loss on their responses -------------------------------------------
+
+
+def _padded_row(ids, pos, labels, weights, seq_len: int, pad_id: int) -> dict:
+    """A training row padded to ``seq_len`` (the padding's positions run on from 0, no loss)."""
+    pad = seq_len - len(ids)
+    return {
+        "input_ids": torch.tensor(ids + [pad_id] * pad),
+        "position_ids": torch.tensor(pos + list(range(pad))),
+        "labels": torch.tensor(labels + [IGNORE] * pad),
+        "loss_weights": torch.tensor(weights + [0.0] * pad),
+    }
+
+
+def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) -> list[dict]:
+    """Instruction-tuning rows: examples packed into ``seq_len`` rows with document masking. An
+    example is a (prompt ids, response ids) pair, or a list of such pairs (the turns of one
+    conversation, trained on every response). The loss is on responses only, or on inputs too
+    (Llama 2 Long Table 9). Examples longer than ``seq_len`` are dropped."""
+    rows, ids, pos, labels, weights = [], [], [], [], []
+
+    def flush():
+        rows.append(_padded_row(ids, pos, labels, weights, seq_len, pad_id))
+
+    for example in examples:
+        turns = [example] if isinstance(example, tuple) else list(example)
+        n = sum(len(p) + len(r) for p, r in turns)
+        if n > seq_len:
+            continue
+        if len(ids) + n > seq_len:
+            flush()
+            ids, pos, labels, weights = [], [], [], []
+        pos += list(range(n))
+        for i, (prompt, response) in enumerate(turns):
+            ids += [*prompt, *response]
+            # a document's first token is never a target
+            labels += [IGNORE, *prompt[1:], *response] if i == 0 else [*prompt, *response]
+            weights += [1.0 if loss_on_inputs else 0.0] * len(prompt) + [1.0] * len(response)
+    if ids:
+        flush()
+    return rows
+
+
+def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
+    """One row per :class:`lcx.tasks.Conversation` (context, then each question and its answer),
+    padded to ``seq_len``; the loss is on the answers only, as Llama-3 80K fine-tunes the model to
+    answer every question of a context's conversation. Conversations longer than ``seq_len`` are
+    dropped."""
+    rows = []
+    for conv in conversations:
+        ids, weights = list(conv.context_ids), [0.0] * len(conv.context_ids)
+        for question, answer in conv.turns:
+            ids += [*question, *answer]
+            weights += [0.0] * len(question) + [1.0] * len(answer)
+        if len(ids) > seq_len:
+            continue
+        labels = [IGNORE if w == 0 else t for t, w in zip(ids, weights, strict=True)]
+        rows.append(_padded_row(ids, list(range(len(ids))), labels, weights, seq_len, pad_id))
+    return rows
+
+
+def task_sft_rows(
+    task: str,
+    tokenizer,
+    n_rows: int,
+    seq_len: int,
+    seed: int,
+    pool=None,
+    lengths: tuple[int, int] | None = None,
+    loss_on_inputs: bool = False,
+) -> list[dict]:
+    """``n_rows`` fine-tuning rows of ``task`` (:mod:`lcx.tasks` training seeds, example lengths
+    drawn uniformly from ``lengths``, by default [seq_len / 4, seq_len)), packed by
+    :func:`sft_rows`; the loss is on the answers only unless ``loss_on_inputs``."""
+    lo, hi = lengths or (seq_len // 4, seq_len - 1)
+    if not 0 < lo <= hi < seq_len:
+        raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
+    rng, examples, total = random.Random(seed), [], 0
+    while total < n_rows * seq_len:
+        try:
+            length = rng.randint(lo, hi)
+            ex = tasks.training_example(task, tokenizer, length, rng, pool)
+        except ValueError:  # too short for this task's prompt: the longest allowed
+            ex = tasks.training_example(task, tokenizer, hi, rng, pool)
+        examples.append((ex.prompt_ids, ex.answer_ids))
+        total += ex.length
+    return sft_rows(examples, seq_len, tokenizer.pad_token_id, loss_on_inputs)[:n_rows]
+
+
+# --- chat and synthetic instruction rows: ProLong's SFT data ----------------------------------------
+
+
+# ProLong's SFT data is UltraChat: short multi-turn chats (1.2K tokens on average, none over 4.1K).
+# Our stand-in: short QA conversations over corpus text and short single-turn instructions in the
+# probe tasks' formats, one task per HELMET category where the window fits it.
+CHAT_TASKS = ("json_kv", "multidoc_qa", "rerank", "icl", "doc_qa", "summary")
+CHAT_FAMILIES = ("single_detail", "multi_detail_homogeneous")
+
+
+def chat_rows(
+    tokenizer,
+    n_rows: int,
+    seq_len: int,
+    seed: int,
+    pool,
+    lengths: tuple[int, int],
+    task_names=CHAT_TASKS,
+    turns: int = 3,
+) -> list[dict]:
+    """ProLong's short-only SFT data in miniature: ``n_rows`` rows of ``seq_len`` packed with short
+    examples (lengths from ``lengths``), alternating multi-turn QA conversations
+    (:func:`lcx.tasks.long_qa` at short lengths, loss on every answer; a single-turn instruction
+    where ``lengths`` leave no room for two turns) and single-turn instructions of ``task_names``;
+    the loss is on the responses only."""
+    lo, hi = lengths
+    if not 0 < lo <= hi < seq_len:
+        raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
+    rng, examples, total, i = random.Random(seed), [], 0, 0
+    while total < n_rows * seq_len:
+        length = rng.randint(lo, hi)
+        conv = None
+        if i % 2 == 0:  # a conversation: as many turns (>= 2) as fit this length, or as fit hi
+            family = CHAT_FAMILIES[(i // 2) % len(CHAT_FAMILIES)]
+            seed_i = rng.randrange(10**6)
+            for size, k in [(n, k) for n in (length, hi) for k in range(turns, 1, -1)]:
+                try:
+                    conv = tasks.long_qa(tokenizer, size, seed_i, "train", pool, family, k)
+                    break
+                except ValueError:
+                    continue
+        if conv is not None:
+            first_q, first_a = conv.turns[0]
+            example = [(list(conv.context_ids) + list(first_q), list(first_a)), *conv.turns[1:]]
+        else:
+            task = task_names[(i // 2) % len(task_names)]
+            try:
+                ex = tasks.training_example(task, tokenizer, length, rng, pool)
+            except ValueError:  # too short for this task's prompt: the longest allowed
+                ex = tasks.training_example(task, tokenizer, hi, rng, pool)
+            example = (ex.prompt_ids, ex.answer_ids)
+        examples.append(example)
+        total += sum(
+            len(p) + len(r) for p, r in ([example] if isinstance(example, tuple) else example)
+        )
+        i += 1
+    return sft_rows(examples, seq_len, tokenizer.pad_token_id)[:n_rows]
+
+
+def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> list[dict]:
+    """SFT rows from chat conversations (lists of ``{"role", "content"}`` messages, as UltraChat's
+    ``messages`` column) rendered by the tokenizer's chat template, packed by :func:`sft_rows`:
+    every assistant message is a response with the loss on it; everything before it (system and
+    user turns, the template's markup) is prompt. ``conversations`` may be a stream: it is read
+    until ``n_rows`` rows are full."""
+
+    def render(messages, generation_prompt=False):
+        out = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=generation_prompt, tokenize=True
+        )
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    examples, total = [], 0
+    for messages in conversations:
+        turns, done = [], []
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prefix = render(messages[:i], generation_prompt=True)
+            full = render(messages[: i + 1])
+            if prefix[: len(done)] != done or full[: len(prefix)] != prefix:
+                raise ValueError(
+                    "the chat template does not render a conversation's prefixes stably"
+                )
+            turns.append((prefix[len(done) :], full[len(prefix) :]))
+            done = full
+        if turns and len(done) <= seq_len:  # longer ones would be dropped by sft_rows
+            examples.append(turns)
+            total += len(done)
+        if total >= n_rows * seq_len:
+            break
+    rows = sft_rows(examples, seq_len, tokenizer.pad_token_id)
+    if len(rows) < n_rows:
+        raise ValueError(f"the conversations filled {len(rows)} rows of {seq_len}, not {n_rows}")
+    return rows[:n_rows]
+
+
+# ProLong §5: its synthetic long instruction data is 40% QA, 30% RAG and 30% summarization.
+SYNTHETIC_LONG = {"self_instruct": 0.4, "multidoc_qa": 0.3, "summary": 0.3}
+
+
+def synthetic_long_rows(
+    tokenizer, n_rows: int, seq_len: int, seed: int, pool, lengths: tuple[int, int], shares=None
+) -> list[dict]:
+    """ProLong's synthetic long instruction data in miniature: QA written from one chunk of a long
+    document with the whole document as context (``self_instruct``), the same with retrieved-like
+    passages (``multidoc_qa``) and summarization (``summary``), in :data:`SYNTHETIC_LONG`'s shares."""
+    shares = SYNTHETIC_LONG if shares is None else shares
+    parts = {
+        task: (
+            share,
+            lambda n, task=task, i=i: task_sft_rows(
+                task, tokenizer, n, seq_len, 1000 * seed + i, pool, lengths
+            ),
+        )
+        for i, (task, share) in enumerate(shares.items())
+    }
+    return mix_rows(parts, n_rows, seed)
+
+
+# --- mixes ---------------------------------------------------------------------------------------
+
+
+def share_counts(shares: dict[str, float], n: int) -> dict[str, int]:
+    """Split ``n`` rows by ``shares`` (any positive weights): the counts sum to ``n`` exactly, each
+    within one row of ``n * share / total`` (largest remainders get the leftover rows)."""
+    if n < 0 or not shares or any(not v >= 0 for v in shares.values()) or not sum(shares.values()):
+        raise ValueError(
+            f"need n >= 0 and non-negative shares with a positive sum, got {n}, {shares}"
+        )
+    total = sum(shares.values())
+    exact = {k: n * v / total for k, v in shares.items()}
+    counts = {k: int(v) for k, v in exact.items()}
+    by_remainder = sorted(shares, key=lambda k: exact[k] - counts[k], reverse=True)
+    for k in by_remainder[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def mix_rows(parts: dict, n: int, seed: int) -> list[dict]:
+    """A data recipe's ``n`` training rows: ``parts`` maps a name to ``(share, make)``, where
+    ``make(count)`` returns ``count`` rows of that kind; the counts follow the shares
+    (:func:`share_counts`) and the rows are shuffled together by ``seed``.
+
+    Llama-3 80K's mix is ``{"long QA": (3.5, ...), "short LM": (5, ...), "instructions": (12, ...)}``;
+    ProLong's long/short ratio and SFT mixes are the same call with other shares.
+    """
+    counts = share_counts({k: share for k, (share, _) in parts.items()}, n)
+    rows = []
+    for name, (_, make) in parts.items():
+        if counts[name]:
+            made = make(counts[name])
+            if len(made) != counts[name]:
+                raise ValueError(f"part {name!r} made {len(made)} rows, asked for {counts[name]}")
+            rows += made
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def rows_key(rows: list[dict]) -> str:
+    """A short hash of rows' content (every tensor's bytes, keys in order): a run trained on
+    ready-made rows has it in its cache key."""
+    h = hashlib.sha256()
+    for row in rows:
+        for k in sorted(row):
+            h.update(k.encode())
+            h.update(row[k].numpy().tobytes())
+    return h.hexdigest()[:16]
