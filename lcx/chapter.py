@@ -38,6 +38,10 @@ class Chapter:
     metrics: dict = field(default_factory=dict)
 
 
+# every verdict from at least two seeds; one on tiny, which only exercises the code paths
+SEEDS = {"tiny": [0], "cpu": [0, 1], "gpu": [0, 1]}
+
+
 def check_seeds(seeds) -> list[int]:
     check("seeds", seeds, kind=list)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
@@ -70,8 +74,8 @@ def quiet() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") -> Chapter:
-    """Check ``profile`` and ``seeds``, freeze the objects the imports made (every Trainer run's
+def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Chapter:
+    """Check ``profile`` and ``seeds`` (None: :data:`SEEDS` of the profile), freeze the objects the imports made (every Trainer run's
     ``gc.collect()`` then skips them: 0.4 s per run), make ``results/<profile>/<name>/``, set the
     plot style, keep library chatter out of the outputs (:func:`quiet`), and load base model
     ``base_name`` (chapter 02's, cached) with its tokens."""
@@ -79,6 +83,7 @@ def setup(name: str, profile: str, seeds: list[int], base_name: str = "llama2") 
     quiet()
     check("profile", profile, PROFILES)
     check("base_name", base_name, tuple(pretrained.BASES))
+    seeds = pick(profile, **SEEDS) if seeds is None else seeds
     check_seeds(seeds)
     plt.rcParams.update(PLOT_STYLE)
     base_net, _, base_runs = pretrained.base_model(profile, base_name, 0)

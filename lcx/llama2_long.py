@@ -13,6 +13,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import budget, evaluate, models, train
@@ -93,6 +94,53 @@ def far_ref(ref: evaluate.Ref, xpos_center: int) -> evaluate.Ref:
     return ref
 
 
+def ppl_by_domain(ch, refs: dict, n_windows: int) -> pd.DataFrame:
+    """Table 5's reading: each model's perplexity on ``n_windows`` held-out windows of ``8 * W``
+    per domain (books, prose, code where the test split has them); ``refs``: (variant, seed) ->
+    model."""
+    test_domains = set(ch.tokens["test"]["domain"])
+    rows = []
+    for (name, seed), ref in refs.items():
+        for d in [d for d in ("books", "prose", "code") if d in test_domains]:
+            t = evaluate.perplexity(
+                ref, ch.tokenizer, ch.tokens, [8 * ch.W], n_windows, domains=[d]
+            )
+            rows.append(
+                {"variant": name, "seed": seed, "domain": d, "ppl": float(t["ppl"].iloc[0])}
+            )
+    return pd.DataFrame(rows)
+
+
+def fsr(ch, refs: dict, lengths, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 5's FIRST-SENTENCE-RETRIEVAL by length for each model (label -> model): the exact
+    match and ROUGE-L tables, one column per model."""
+    tables = {
+        label: evaluate.suite(ref, ch.tokenizer, ch.tokens, ["first_sentence"], lengths, n)
+        for label, ref in refs.items()
+    }
+    return tuple(
+        pd.DataFrame({k: t[t.metric == m].set_index("length").score for k, t in tables.items()})
+        for m in ("exact", "rougeL")
+    )
+
+
+SPANS = ((0.5, 1), (1, 16), (4, 8), (8, 16))  # in units of W
+
+
+def context_use(curves: dict, W: int) -> tuple[dict, dict, dict]:
+    """§4.1 and App. C read from the loss by position (name -> ``evaluate.loss_by_position``
+    table): each model's mean loss over :data:`SPANS`; its gain from context inside the training
+    window (loss over 4W-8W minus over W/2-W; negative: it uses the longer context); and its rise
+    past the training length (loss over 8W-16W minus over 4W-8W)."""
+    between = {
+        name: {(lo, hi): evaluate.mean_loss_between(t, lo * W, hi * W) for lo, hi in SPANS}
+        for name, t in curves.items()
+    }
+    gain = {name: b[4, 8] - b[0.5, 1] for name, b in between.items()}
+    rise = {name: b[8, 16] - b[4, 8] for name, b in between.items()}
+    return between, gain, rise
+
+
 def flops_table(config) -> pd.DataFrame:
     """Table 10's training FLOPs of Llama-2-7B for 400B tokens, from scratch at 32K or switching
     from 4K at each share, beside ours (:func:`lcx.budget.curriculum_flops`)."""
@@ -155,6 +203,67 @@ def scratch_run(ch, scratch: train.Recipe, size: str, switch: float, seed: int, 
     )
 
 
+def loss_of_first(nlls: list, contexts) -> tuple:
+    """Fig. 1's y-axis: the mean NLL of the first ``c`` tokens for each ``c`` in ``contexts``
+    (windows x positions arrays of token NLLs, one per run, averaged window by window), and its
+    standard error over the windows."""
+    cum = np.mean([n.cumsum(1) / np.arange(1, n.shape[1] + 1) for n in nlls], axis=0)
+    at = cum[:, np.asarray(contexts) - 1]
+    return at.mean(0), at.std(0, ddof=1) / np.sqrt(len(cum))
+
+
+def curricula(ch, scratch: train.Recipe, size: str, seeds, b0: float, n_windows: int):
+    """§4.4 (Tables 10-11) at our scale: a ``size`` model from scratch at ``8 * W`` and with each
+    curriculum of :data:`SWITCHES`, per seed. Returns the runs ((switch, seed) -> folder) and a
+    row per run: perplexity of held-out ``8 * W`` windows, and the loss over 4W-8W minus the loss
+    over W/2-W (more negative: more use of long context)."""
+    W, L = ch.W, 8 * ch.W
+    runs = {(x, s): scratch_run(ch, scratch, size, x, s, b0) for s in seeds for x in SWITCHES}
+    rows = []
+    for (x, s), run in runs.items():
+        nll = evaluate.nll(evaluate.Ref.of(run), ch.tokenizer, ch.tokens, L, n_windows, W, 4)
+        rows.append(
+            {
+                "curriculum": "8W from scratch" if x == 0 else f"W -> 8W at {x:.0%}",
+                "switch": x,
+                "seed": s,
+                "ppl_8w": float(np.exp(nll.mean())),
+                "late_minus_early": float(nll[:, 4 * W :].mean() - nll[:, W // 2 : W].mean()),
+            }
+        )
+    return runs, pd.DataFrame(rows)
+
+
+def curricula_summary(per_run: pd.DataFrame, config, scratch: train.Recipe, W: int):
+    """:func:`curricula`'s rows averaged over seeds, with each curriculum's training FLOPs
+    (:func:`lcx.budget.curriculum_flops` for ``config``) and their ratio to from scratch."""
+    summary = per_run.groupby(["switch", "curriculum"])[["ppl_8w", "late_minus_early"]].mean()
+    summary["FLOPs (lcx.budget)"] = [
+        budget.curriculum_flops(config, scratch.tokens, W, 8 * W, x)
+        for x in summary.index.get_level_values("switch")
+    ]
+    flops = summary["FLOPs (lcx.budget)"]
+    summary["FLOPs / from scratch"] = flops / flops.iloc[0]
+    return summary
+
+
+def size_fits(ch, scratch: train.Recipe, sizes, seeds, b0: float, n_windows: int, contexts):
+    """Fig. 1's power law for each model size trained from scratch at ``8 * W`` (seeds averaged
+    window by window): size -> (loss of the first c tokens, its standard error, the fit of
+    :func:`lcx.evaluate.fit_power_law` with the model's parameter count)."""
+    fits = {}
+    for size in sizes:
+        runs = [scratch_run(ch, scratch, size, 0.0, s, b0) for s in seeds]
+        nlls = [
+            evaluate.nll(evaluate.Ref.of(r), ch.tokenizer, ch.tokens, 8 * ch.W, n_windows, ch.W, 4)
+            for r in runs
+        ]
+        y, sd = loss_of_first(nlls, contexts)
+        fit = evaluate.fit_power_law(contexts, y, sigma=sd)
+        fits[size] = (y, sd, {**fit, "params": models.count_parameters(train.load_run(runs[0]))})
+    return fits
+
+
 def sft_recipe(profile: str, W: int) -> train.Recipe:
     """Long instruction tuning at ``8 * W`` (§4.3)."""
     L = 8 * W
@@ -202,6 +311,22 @@ def instruction_tune(ch, abf_run, sft: train.Recipe, seed: int, lm_loss: bool):
         f"l2long-sft-{'lm' if lm_loss else 'answers'}-{ch.profile}",
         sft_rows(ch, sft, seed, lm_loss),
     )
+
+
+def instruction_tuning(ch, runs: dict, sft: train.Recipe, seeds, n: int) -> pd.DataFrame:
+    """Table 9 at our scale: per seed, :func:`qa` of the ABF run (``runs[("ABF", seed)]``) as it
+    is, and instruction-tuned on answers only and with the LM loss on the long input; one row per
+    (setting, seed, task, length)."""
+    scores = []
+    for seed in seeds:
+        abf_run = runs["ABF", seed]
+        base = qa(ch, evaluate.Ref.of(abf_run), n)
+        scores.append(base.assign(setting="ABF, not instruction-tuned", seed=seed))
+        for lm_loss in (False, True):
+            tuned = evaluate.Ref.of(instruction_tune(ch, abf_run, sft, seed, lm_loss))
+            setting = "with LM loss on the input" if lm_loss else "answers only (w/o LM loss)"
+            scores.append(qa(ch, tuned, n).assign(setting=setting, seed=seed))
+    return pd.concat(scores, ignore_index=True)
 
 
 def qa(ch, ref: evaluate.Ref, n: int) -> pd.DataFrame:

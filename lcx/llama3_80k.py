@@ -9,12 +9,13 @@ Lengths are in units of the base model's native window ``W`` (the paper's 8K), s
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import random
 
 import numpy as np
 import pandas as pd
 
-from . import evaluate, models, tasks, train
+from . import bench, budget, evaluate, models, tasks, train
 from . import rows as row_builders
 from .profiles import pick
 
@@ -151,9 +152,31 @@ def extend(ch, qlora: train.Recipe, name: str, rope_change: dict, seed: int, row
     )
 
 
-def topic_lengths(counts) -> list[int]:
-    """Input lengths that hold ``counts`` topic sections (the generator fits k sections in)."""
-    return [k * TOPIC_SECTION + 40 for k in counts]
+def extensions(ch, qlora: train.Recipe, variants: dict, seeds, first_rows) -> dict:
+    """Every run of the chapter, (variant, seed) -> folder: the recipe (``ABF x400``) on every
+    seed, the other RoPE changes on the first; each seed's training rows shared by its variants
+    (``first_rows``: the first seed's, already built); Unsloth on gpu/paper when installed."""
+    rows = {seeds[0]: first_rows, **{s: training_rows(ch, qlora, s)[0] for s in seeds[1:]}}
+    unsloth = ch.profile in ("gpu", "paper") and importlib.util.find_spec("unsloth") is not None
+    return {
+        (name, seed): extend(ch, qlora, name, change, seed, rows[seed], unsloth)
+        for name, change in variants.items()
+        for seed in (seeds if name == "ABF x400" else seeds[:1])
+    }
+
+
+def topic_lengths(counts, tokenizer=None, pool=None) -> list[int]:
+    """Input lengths that hold ``counts`` topic sections (the generator fits k sections in);
+    with a tokenizer and a pool, checked against the sections the generator really fits."""
+    lengths = [k * TOPIC_SECTION + 40 for k in counts]
+    if tokenizer is not None:
+        fits = [
+            tasks.generate("topic", tokenizer, n, None, 0, "test", pool).meta["topics"]
+            for n in lengths
+        ]
+        if fits != list(counts):
+            raise AssertionError(f"lengths {lengths} give {fits} topics, not {list(counts)}")
+    return lengths
 
 
 def topics(ch, ref: evaluate.Ref, counts, n: int, depths) -> pd.DataFrame:
@@ -172,3 +195,42 @@ def retention(ch, ref: evaluate.Ref, n: int, depths) -> tuple[float, float]:
     W = ch.W
     s = evaluate.suite(ref, ch.tokenizer, ch.tokens, RETENTION_TASKS, [W // 2, W], n, depths)
     return evaluate.short_ppl(ref, ch.tokenizer, ch.tokens, W), float(s[s.headline].score.mean())
+
+
+def memory_plan(length: int = 81920):
+    """The memory of one training step of Llama-3-8B (base 200M) at ``length`` for each method of
+    :data:`lcx.budget.METHODS`, with and without a chunked loss, in GB (§2: QLoRA on one node)."""
+    config = models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct", base=2e8)
+    return pd.DataFrame(
+        {
+            f"{m}{' + chunked loss' if c else ''}": {
+                k: v / budget.GB
+                for k, v in budget.memory_plan(config, length, m, chunked_loss=c).items()
+                if k != "trainable_parameters"
+            }
+            for m in budget.METHODS
+            for c in (False, True)
+        }
+    ).T
+
+
+def measured_costs(ch, qlora: train.Recipe, size: str, steps: int) -> pd.DataFrame:
+    """Tokens/s and peak memory growth of a few training steps at ``10 * W`` for full, LoRA
+    and QLoRA fine-tuning of a ``size`` model (:func:`lcx.bench.attention_step`)."""
+    measured = []
+    for method in ("full", "lora", "qlora"):
+        r = bench.attention_step(
+            size,
+            FACTOR * ch.W,
+            "sdpa",
+            steps=steps,
+            vocab=len(ch.tokenizer),
+            bf16=ch.profile != "tiny",
+            method=method,
+            checkpointing=True,
+            lora_r=qlora.lora["r"],
+        )
+        measured.append(
+            {"method": method, "tokens_per_s": r["tokens_per_s"], "peak_mb": r["peak_mb"]}
+        )
+    return pd.DataFrame(measured).set_index("method")

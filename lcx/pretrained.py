@@ -34,6 +34,21 @@ BASES = {
     "llama3": StandIn("meta-llama/Meta-Llama-3-8B-Instruct", 8192, 5e5, mirror=True),
 }
 
+# Llama 2's pretraining (Touvron et al., 2023, §2.2), the recipe the stand-ins scale down
+LLAMA2_PRETRAINING = {
+    "seq_len": "4,096",
+    "tokens": "2T",
+    "batch_tokens": "4M",
+    "lr": "3e-4",
+    "schedule": "cosine",
+    "warmup": "2,000 steps",
+    "min_lr_ratio": "0.1",
+    "betas": "(0.9, 0.95)",
+    "weight_decay": "0.1",
+    "grad_clip": "1.0",
+    "formats": "none (no format training)",
+}
+
 # Per profile: model size, native window W, and the two pretraining stages (paper: Llama 2 saw 2T
 # tokens, no task formats): stage 1 is language modelling with passkey rows, stage 2 adds the
 # formats of every probe task (lcx.tasks) with its own warm-up and cosine at a lower LR.
@@ -178,3 +193,20 @@ def ref(name: str, runs) -> evaluate.Ref:
     """Base model ``name`` as cached evaluations name it: its last pretraining stage's run, or
     the released checkpoint (``runs`` empty, on gpu/paper)."""
     return evaluate.Ref.of(runs[-1] if runs else BASES[name].paper_model)
+
+
+def context_use(ppl, passkey, by_position, W: int) -> dict:
+    """How a base model uses its window and fails past it (claim B1): ppl(16W) / ppl(W) from an
+    ``evaluate.perplexity`` table; passkey per digit at W and its best at 8W-16W, and the copy
+    inside the needle at W, from an ``evaluate.passkey`` grid; and the context gain, the loss of
+    the first position bucket minus the mean loss over W/2-W, from ``evaluate.loss_by_position``."""
+    p = ppl.set_index("length")
+    by_length = passkey.groupby("length")[["per_digit", "near_copy"]].mean()
+    t = by_position
+    return {
+        "ppl_ratio_16w_over_w": p.loc[16 * W, "ppl"] / p.loc[W, "ppl"],
+        "passkey_per_digit_at_w": float(by_length.per_digit.loc[W]),
+        "passkey_per_digit_8w_16w_max": float(by_length.per_digit.loc[[8 * W, 16 * W]].max()),
+        "context_gain_nats": float(t.nll.iloc[0] - t[(t.start > W // 2) & (t.end <= W)].nll.mean()),
+        "near_copy_at_w": float(by_length.near_copy.loc[W]),
+    }

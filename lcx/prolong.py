@@ -10,13 +10,15 @@ Lengths are in units of the base model's native window ``W`` (the paper's 8K), s
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
 
-from . import bench, budget, data, evaluate, models, rope, train
+from . import attention, bench, budget, data, evaluate, models, rope, tasks, train
 from . import rows as row_builders
 from .profiles import pick
+from .results import load_metrics
 
 LONG = {"code": 1.0, "books": 1.0}  # paper: code repositories and books, 1:1 (Table 4)
 SHORT = {"short": 1.0}  # paper: ShortMix (FineWeb, Wikipedia, StackExchange, ...); ours: short text
@@ -58,6 +60,10 @@ TABLE_15 = {  # tok/s/GPU on 8 H100s
     "+ minibatch reordering": 3095,
 }
 DEVICES = 8  # Table 15: 8 H100s
+TABLE_7 = {  # Recall / RAG / Re-rank / ICL at 64K after 4B more tokens at each length
+    "at 64K": "95.0 / 56.4 / 28.0 / 78.8",
+    "at 512K": "98.5 / 56.9 / 32.9 / 79.2",
+}
 HYPERPARAMETERS = {  # §3 and Table 9
     "continued training": "8K -> 64K, 20B tokens (ablations 5B), 4M tokens per step",
     "data": "60% long (code repos : books 1:1, each >= 64K), 40% ShortMix",
@@ -127,6 +133,22 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
     return stage1, stage2, sft
 
 
+def recipe_summary(stage1, stage2, sft, b0: float, bases: dict, W: int) -> dict:
+    """Our recipe in the words of the paper's Table 9 (:data:`HYPERPARAMETERS`)."""
+    L, L2 = stage1.seq_len, stage2.seq_len
+    return {
+        "continued training": f"W -> 8W = {L}, {stage1.tokens / 1e3:.0f}K tokens, "
+        f"{stage1.batch_tokens} per step",
+        "data": "60% long (code packages : books 1:1, each >= 8W), 40% short sections",
+        "RoPE base": f"{b0:.0f} -> {bases['stage 1']:.0f} (stage 2: {bases['stage 2']:.0f})",
+        "optimizer": f"AdamW {stage1.betas}, wd {stage1.weight_decay}, lr {stage1.lr:g}, "
+        "10% warm-up, cosine to 10%",
+        "attention": "document masks (per-document kernel measured in P8)",
+        "stage 2": f"{L2 // W}W = {L2}, {stage2.tokens / 1e3:.0f}K tokens",
+        "SFT": f"short chats and instructions only, {sft.tokens / 1e3:.0f}K tokens, lr {sft.lr:g}",
+    }
+
+
 def long_documents(tokens, L: int) -> pd.DataFrame:
     """Table 3's question for our corpus: which sources have training documents of ``L`` tokens."""
     lengths = pd.DataFrame(
@@ -184,6 +206,17 @@ def continued_run(ch, start, recipe, settings: dict, bases: dict, seed: int, nam
     model = models.with_rope(start, "default", base=base)
     return train.run(
         model, None, ch.tokenizer, rec, inputs=inputs, name=run_name(name, ch.profile), rows=rows
+    )
+
+
+def chat_tasks(profile: str) -> tuple:
+    """The probe tasks whose training formats make the short SFT chats (UltraChat stand-in); on
+    tiny the three whose chats fit its window."""
+    return pick(
+        profile,
+        tiny=("json_kv", "icl", "doc_qa"),
+        cpu=row_builders.CHAT_TASKS,
+        gpu=row_builders.CHAT_TASKS,
     )
 
 
@@ -278,3 +311,211 @@ def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
         [ch.base_ref.key],
         lambda: bench.packed_row_times(ch.base_net.config, rows, repeats=repeats, bf16=bf16),
     )
+
+
+def stage2_run(ch, start, recipe: train.Recipe, rope_base: str, bases: dict, seed: int, name: str):
+    """§3.2 / Table 7: the recipe's run ``start`` trained further with ``recipe`` and RoPE base
+    ``rope_base`` (a key of ``bases``), on fresh rows (seed ``1000 + seed``: stage 1's seed would
+    replay its first rows)."""
+    inputs = [ch.tokenizer.key, ch.tokens.key, start.name]
+    model = train.load_run(start)
+    return continued_run(ch, model, recipe, {"base": rope_base}, bases, 1000 + seed, name, inputs)
+
+
+def ablation_results(ch, runs: dict, sft_runs: dict, lengths, n: int, judge, long_n: int, skip):
+    """One row per (ablation, seed): the suite after SFT, macro-averaged per category with the
+    ``judge`` metric, its HELMET-metric average, and the short and long perplexity of the run
+    before SFT (no long perplexity for the names in ``skip``). Returns (rows, rows with
+    HELMET's metrics per category)."""
+    rows, generated = [], []
+    for (name, seed), run in runs.items():
+        tuned = sft_runs[name, seed]
+        helmet = macro(suite_scores(ch, tuned, lengths, n))
+        generated.append({"model": name, "seed": seed, **helmet.to_dict()})
+        rows.append(
+            {
+                "model": name,
+                "seed": seed,
+                **macro(suite_scores(ch, tuned, lengths, n, metric=judge)).to_dict(),
+                "HELMET avg": helmet["avg"],
+                "short ppl": evaluate.short_ppl(
+                    evaluate.Ref.of(run), ch.tokenizer, ch.tokens, ch.W
+                ),
+                "long ppl": long_ppl(ch, run, long_n) if name not in skip else np.nan,
+            }
+        )
+    return pd.DataFrame(rows), pd.DataFrame(generated)
+
+
+def summary_targets(ch, length: int, n: int) -> list[str]:
+    """The references of ``n`` held-out summarization examples at ``length`` (documents' title
+    lines): how much one guess could earn."""
+    pool = evaluate.pool(ch.tokenizer, ch.tokens)
+    return [
+        tasks.generate("summary", ch.tokenizer, length, None, i, "test", pool).answer
+        for i in range(n)
+    ]
+
+
+def scores_at(ch, runs, lengths, n: int, length: int, metric=None) -> list:
+    """The suite's mean over categories at ``length`` for each run (e.g. one per seed)."""
+    return [suite_scores(ch, r, lengths, n, metric=metric)[length].mean() for r in runs]
+
+
+def synthetic_sft(ch, sft: train.Recipe, starts: dict, shares, task_names, short_only: list):
+    """Table 8's runs: for each synthetic share, each seed's ``starts[seed]`` fine-tuned on short
+    chats with that share of synthetic long rows; share 0 is ``short_only`` (already run)."""
+    runs = {0.0: short_only}
+    for share in shares:
+        runs[share] = [sft_run(ch, sft, start, s, task_names, share) for s, start in starts.items()]
+    return runs
+
+
+def synthetic_table(avg: dict, helmet: dict, sft: train.Recipe) -> pd.DataFrame:
+    """Table 8 beside ours: per synthetic share, the suite average over seeds (and its range),
+    the HELMET-metric average, and how many rows of each SFT run are synthetic (a share too
+    small for the run rounds to 0)."""
+    table = pd.DataFrame(
+        {
+            f"{k:.0%}": {
+                "ours (avg)": float(np.mean(v)),
+                "min": min(v),
+                "max": max(v),
+                "HELMET avg": float(np.mean(helmet[k])),
+                "synthetic rows": row_builders.share_counts(
+                    {"short chat": 1 - k, "synthetic long": k}, sft.steps * sft.rows_per_step
+                )["synthetic long"],
+            }
+            for k, v in avg.items()
+        }
+    ).T
+    table["paper (Avg.)"] = pd.Series(TABLE_8)
+    return table
+
+
+def throughput(ch, stage1: train.Recipe, n_rows: int, repeats: int, bf16: bool) -> dict:
+    """App. B / Table 15 at our scale: ``n_rows`` rows of the recipe timed one by one with full
+    and variable-length attention (measured once per cache), then dealt to :data:`DEVICES`
+    simulated ranks at random or in App. B's reordered minibatches. Returns the table beside
+    Table 15, the measured and simulated tokens/s, the gain of reordering on 2 ranks, and the
+    per-row times."""
+    varlen = attention.VARLEN
+    rows = row_builders.long_short_rows(
+        training_documents(ch.tokens),
+        stage1,
+        0.6,
+        n_rows,
+        ch.tokenizer.bos_token_id,
+        LONG,
+        SHORT,
+        ch.tokenizer,
+    )
+    times = row_times(ch, rows, repeats, bf16)
+    per_impl = times.pivot(index="row", columns="impl", values="seconds")
+    tokens = times.groupby("row").tokens.first().sum()
+    measured = {impl: tokens / per_impl[impl].sum() for impl in per_impl}
+    rng = np.random.default_rng(0)
+
+    def simulated(costs, order=None, devices=DEVICES):
+        return simulated_throughput(costs, tokens=tokens, devices=devices, order=order, rng=rng)
+
+    docs = [[e - s for s, e in attention.document_spans(r["position_ids"])] for r in rows]
+    order = budget.reorder_minibatches(docs)
+    sim = {
+        "full attention": simulated(per_impl["sdpa"]),
+        "variable-length attention": simulated(per_impl[varlen]),
+        "+ minibatch reordering": simulated(per_impl[varlen], order=order),
+    }
+    table = pd.DataFrame(
+        {
+            "one device, measured (tok/s)": {
+                "full attention": measured["sdpa"],
+                "variable-length attention": measured[varlen],
+                "+ minibatch reordering": np.nan,
+            },
+            f"{DEVICES} devices, simulated (tok/s/device)": sim,
+            "paper (tok/s/GPU, Table 15)": TABLE_15,
+        }
+    )
+    table["gain over full (simulated)"] = table.iloc[:, 1] / table.iloc[0, 1] - 1
+    gain_2 = simulated(per_impl[varlen], order, 2) / simulated(per_impl[varlen], devices=2) - 1
+    return {
+        "table": table,
+        "measured": measured,
+        "simulated": sim,
+        "gain_2": gain_2,
+        "times": times,
+    }
+
+
+def loss_shares(ch, task_names, k: int = 8) -> pd.DataFrame:
+    """App. B's loss rule: how much of a step's loss ``k`` short chat rows and ``k`` synthetic
+    long rows carry when the loss is averaged over tokens (ours, ProLong's) or over sequences."""
+    L, W = 8 * ch.W, ch.W
+    chat = short_chat(ch, k, 0, task_names)
+    pool = evaluate.pool(ch.tokenizer, ch.tokens, "train")
+    synth = row_builders.synthetic_long_rows(ch.tokenizer, k, L, 0, pool, (2 * W, L - 1))
+    answer_tokens = {
+        "short chat rows": [float(r["loss_weights"][1:].sum()) for r in chat],
+        "synthetic long rows": [float(r["loss_weights"][1:].sum()) for r in synth],
+    }
+    total = sum(map(sum, answer_tokens.values()))
+    n_step = sum(map(len, answer_tokens.values()))
+    return pd.DataFrame(
+        {
+            "answer tokens per row": {k: np.mean(v) for k, v in answer_tokens.items()},
+            "share of the step's loss, token-averaged": {
+                k: sum(v) / total for k, v in answer_tokens.items()
+            },
+            "share of the step's loss, sequence-averaged": {
+                k: len(v) / n_step for k, v in answer_tokens.items()
+            },
+        }
+    )
+
+
+# The other chapters' extended models, as their metrics record them (chapter: label, run name)
+OTHER_CHAPTERS = {
+    "03_together_pi": ("Together PI (chapter 03)", lambda m: m["runs"]["0"]["phase2"]),
+    "04_llama2_long_abf": ("Llama 2 Long ABF (chapter 04)", lambda m: m["runs"]["ABF seed 0"]),
+    "05_llama3_80k_qlora": (
+        "Llama-3 80K QLoRA (chapter 05)",
+        lambda m: m["runs"]["ABF x400 seed 0"],
+    ),
+}
+
+
+def other_chapters(ch) -> tuple[dict, list]:
+    """The seed-0 extended model of each chapter in :data:`OTHER_CHAPTERS` that ran on this
+    profile into this cache with this chapter's tokenizer: (label -> run folder, labels not
+    found)."""
+    found, not_found = {}, []
+    for other, (label, run_of) in OTHER_CHAPTERS.items():
+        m = load_metrics(other, ch.profile)
+        try:
+            run = train.find_run(run_of(m)) if m else None
+        except KeyError:  # that chapter ran without seed 0
+            run = None
+        config = json.loads((run / "model" / "config.json").read_text()) if run else {}
+        if run is None or config["vocab_size"] != len(ch.tokenizer):  # e.g. Llama-2 on gpu
+            not_found.append(label)
+        else:
+            found[label] = run
+    return found, not_found
+
+
+def final_table(ch, contenders: dict, lengths, n: int, depths, judge) -> pd.DataFrame:
+    """Table 10 at our scale: for each contender (label -> its runs, one per seed) and length,
+    the categories with the ``judge`` metric (mean over seeds), their average and the average
+    with HELMET's metrics; indexed by (label, length in W)."""
+    table = {}
+    for label, runs in contenders.items():
+        t = sum(suite_scores(ch, r, lengths, n, depths, judge) for r in runs) / len(runs)
+        helmet = sum(suite_scores(ch, r, lengths, n, depths) for r in runs) / len(runs)
+        for length in lengths:
+            table[label, f"{length // ch.W}W"] = {
+                **t[length].to_dict(),
+                "avg": float(t[length].mean()),
+                "HELMET avg": float(helmet[length].mean()),
+            }
+    return pd.DataFrame(table).T

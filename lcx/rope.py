@@ -438,3 +438,142 @@ PAPER_SETTINGS = (
         hub_id="princeton-nlp/Llama-3-8B-ProLong-512k-Base",
     ),
 )
+
+# (extended model, the model it starts from): the extensions the book's papers made
+EXTENSIONS = (
+    ("LLaMA-2-7B-32K", "Llama-2-7B"),
+    ("Llama 2 Long 7B", "Llama-2-7B"),
+    ("Llama-3-8B-Instruct-80K-QLoRA", "Meta-Llama-3-8B-Instruct"),
+    ("ProLong-8B-64K", "Meta-Llama-3-8B-Instruct"),
+    ("ProLong-8B-512K", "ProLong-8B-64K"),
+)
+
+
+def against_transformers(examples: dict, head_dim: int, window: int):
+    """For each example (name -> :func:`inv_freq`'s ``base``, ``method``, ``factor`` and, for
+    dynamic NTK, ``seq_len``), our frequencies against those of transformers'
+    ``LlamaRotaryEmbedding`` for the config :func:`apply_rope` writes, on a Llama-2-shaped model
+    with native window ``window``: the largest relative difference and both attention scalings."""
+    import pandas as pd
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    rows = []
+    for name, kw in examples.items():
+        kw = dict(kw)
+        base = kw.pop("base", 1e4)
+        seq_len = kw.pop("seq_len", None)
+        method, factor = kw.pop("method"), kw.pop("factor", 1.0)
+        llama2 = LlamaConfig(
+            hidden_size=head_dim * 32,
+            num_attention_heads=32,
+            head_dim=head_dim,
+            max_position_embeddings=window,
+            rope_parameters={"rope_type": "default", "rope_theta": base},
+        )
+        config = apply_rope(llama2, method, factor=factor)
+        emb = LlamaRotaryEmbedding(config)
+        if seq_len:  # dynamic NTK recomputes its base in the forward pass once the input is longer
+            emb(torch.zeros(1, dtype=torch.float32), torch.arange(seq_len)[None])
+        ours = inv_freq(
+            head_dim, base, method, factor, window, **({"seq_len": seq_len} if seq_len else {})
+        )
+        rel = ((ours.float() - emb.inv_freq) / emb.inv_freq).abs().max().item()
+        scaling = f"{attention_scaling(method, factor):.4f} / {emb.attention_scaling:.4f}"
+        rows.append(
+            {
+                "method": name,
+                "config.rope_parameters": config.rope_parameters,
+                "max relative difference": rel,
+                "attention scaling (ours / transformers)": scaling,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def granularity_table(settings: dict, head_dim: int, base: float = 1e4):
+    """Llama 2 Long App. B's granularity for each setting (name -> (method, factor)): exact at
+    ``head_dim``, the true limit as d grows, and the paper's limit (``alpha / ln b`` for PI,
+    ``1 / (ln b + ln beta)`` for ABF)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "setting": name,
+            f"exact, d={head_dim}": granularity(head_dim, base, method, factor),
+            "true limit d→∞": granularity_limit(base, method, factor, exact=True),
+            "paper's limit": granularity_limit(base, method, factor),
+        }
+        for name, (method, factor) in settings.items()
+    ]
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def extension_table(extensions=EXTENSIONS):
+    """For each (extended model, model it starts from) of :data:`PAPER_SETTINGS`: the base it
+    uses against the NTK-suggested base for its length factor (ProLong App. B.1), and its slowest
+    wavelength in units of its window."""
+    import pandas as pd
+
+    by_model = {s.model: s for s in PAPER_SETTINGS}
+    rows = []
+    for target, source in extensions:
+        t, s = by_model[target], by_model[source]
+        factor = t.window / s.window
+        suggested = ntk_base(s.base, factor, t.head_dim)
+        slowest = 2 * math.pi / t.inv_freq().min().item()
+        rows.append(
+            {
+                "model": target,
+                "paper": t.paper,
+                "from": f"{s.window // 1024}K, base {s.base:,.0f}",
+                "to": f"{t.window // 1024}K",
+                "t": factor,
+                "method": t.method if t.method != "default" else "base change",
+                "base used": t.base,
+                "NTK suggestion": suggested,
+                "used / suggested": t.base / suggested if t.method == "default" else float("nan"),
+                "slowest wavelength / window": slowest / t.window,
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def helix_spacing(theta: torch.Tensor, pair: int, n: int = 10) -> float:
+    """Mean distance between the :func:`helix` points of positions 0..n: how far apart
+    consecutive positions sit (PI brings them closer, ABF keeps them; Llama 2 Long Fig. 8)."""
+    dots = helix(theta, np.arange(n + 1), pair)
+    return float(np.linalg.norm(np.diff(dots, axis=0), axis=1).mean())
+
+
+def hub_configs(settings=PAPER_SETTINGS):
+    """Each released checkpoint's RoPE (``rope_theta``, ``rope_type`` from its hub config) against
+    the setting the paper reports: needs the hub, and access to the gated Llama repositories."""
+    import pandas as pd
+    from transformers import AutoConfig
+
+    rows = []
+    for s in settings:
+        if s.hub_id is None:
+            continue
+        params = getattr(AutoConfig.from_pretrained(s.hub_id), "rope_parameters", None) or {}
+        theta, rtype = params.get("rope_theta"), params.get("rope_type", "default")
+        rows.append(
+            {
+                "model": s.model,
+                "hub": s.hub_id,
+                "rope_theta": theta,
+                "rope_type": rtype,
+                "matches": theta == s.base and rtype == s.method,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def distance_grid(max_distance: int, n: int | None = None) -> torch.Tensor:
+    """Relative distances 0..``max_distance`` (float64): every integer (RoPE's score oscillates
+    at every scale, so a sampled grid misses its peaks), or 0 and ``n`` log-spaced distances."""
+    if n is None:
+        return torch.arange(0, max_distance + 1, dtype=torch.float64)
+    grid = torch.logspace(0, math.log10(max_distance), n).round()
+    return torch.unique(torch.cat([torch.zeros(1), grid]).double())

@@ -1,7 +1,9 @@
 """The scorecard every chapter ends with: claim, the paper's number, ours, scale, verdict.
 
-A verdict is never typed: the notebook computes it with a rule written next to the claim, usually
-through :func:`verdict`, and records the rule's text with the row so the reader sees both.
+A verdict is never typed: a row names its claim (the statement and the paper's numbers come from
+:mod:`lcx.claims`) and the checks the notebook computed from this run; :func:`verdict` turns the
+checks into the verdict, and the checks' names are recorded as the row's rule, so the reader sees
+both.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import results_root, save_json
+from .results import results_root, save_json, save_metrics
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable at this scale")
 COLUMNS = ["claim", "statement", "paper", "ours", "scale", "verdict", "rule"]
@@ -69,27 +71,55 @@ class Scorecard:
     def __init__(self, chapter: str, profile: str):
         self.chapter, self.profile, self.rows = chapter, profile, []
 
-    def add(self, claim, statement, paper, ours, scale, verdict, rule) -> Row:
-        if verdict not in VERDICTS:
-            raise ValueError(f"verdict={verdict!r} is not one of {VERDICTS}")
+    def add(
+        self,
+        claim: str,
+        ours,
+        scale: str,
+        checks: dict,
+        testable: bool = True,
+        note: str = "",
+        rule: str | None = None,
+    ) -> Row:
+        """The row of ``claim``, an id of :data:`lcx.claims.CLAIMS` (its statement and the paper's
+        numbers come from there). ``ours``: this run's numbers; ``checks``: name -> whether it
+        holds, computed from this run's metrics. The verdict is :func:`verdict` of the checks and
+        ``testable``; the rule shown is the checks' names joined by ``"; "`` and ``note`` (e.g.
+        when the claim is testable). With no checks on this profile, pass ``testable=False`` and
+        ``rule`` (why nothing was checked)."""
+        from .claims import CLAIMS  # the registry quotes the paper modules' tables
+
+        if claim not in CLAIMS:
+            raise ValueError(f"claim {claim!r} is not in lcx.claims.CLAIMS")
         if any(r.claim == claim for r in self.rows):
             raise ValueError(f"claim {claim!r} is already on the scorecard")
-        row = Row(claim, statement, str(paper), str(ours), scale, verdict, rule)
+        stated = CLAIMS[claim]
+        rule = "; ".join(checks) + note if checks or rule is None else rule
+        row = Row(
+            claim,
+            stated.statement,
+            stated.paper,
+            str(ours),
+            scale,
+            verdict(checks, testable),
+            rule,
+        )
         self.rows.append(row)
         return row
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows], columns=COLUMNS)
 
-    def save(self, directory: Path) -> Path:
-        return save_json(
-            Path(directory) / "scorecard.json",
-            {
-                "chapter": self.chapter,
-                "profile": self.profile,
-                "rows": [asdict(r) for r in self.rows],
-            },
-        )
+    def save(self, directory: Path, metrics: dict | None = None) -> pd.DataFrame:
+        """Write ``scorecard.json`` into ``directory`` and, given the chapter's ``metrics``,
+        ``metrics.json`` with the environment that produced them (:func:`lcx.results.save_metrics`);
+        returns :meth:`frame`, the table a chapter ends with."""
+        rows = [asdict(r) for r in self.rows]
+        data = {"chapter": self.chapter, "profile": self.profile, "rows": rows}
+        save_json(Path(directory) / "scorecard.json", data)
+        if metrics is not None:
+            save_metrics(directory, metrics)
+        return self.frame()
 
 
 def collect(profile: str, root: Path | None = None) -> pd.DataFrame:

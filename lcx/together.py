@@ -118,21 +118,6 @@ def recipes(profile: str, W: int) -> tuple[train.Recipe, train.Recipe, dict]:
     return phase1, phase2, finetune
 
 
-def recipe_table(phase1: train.Recipe, phase2: train.Recipe) -> pd.DataFrame:
-    """Each hyperparameter of both phases beside the post's."""
-    return pd.DataFrame(
-        [
-            {
-                "hyperparameter": k,
-                "phase 1": str(phase1.config()[k]),
-                "phase 2": str(phase2.config()[k]),
-                "Together (paper)": v,
-            }
-            for k, v in HYPERPARAMETERS.items()
-        ]
-    )
-
-
 def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
     """One seed's runs (folders): PI x8 on the base model, phase 1, phase 2 ("Extending LLaMA-2
     to 32K context"), then phase 2 fine-tuned on each of :data:`FINETUNE_TASKS` ("Building
@@ -195,6 +180,37 @@ def short_documents(tokens, min_tokens: int) -> int:
         for ids, d in zip(split["input_ids"], split["domain"], strict=True)
         if d != "short"
     )
+
+
+def contenders(ch, runs: dict, finetune: str) -> dict:
+    """The post's comparison on a fine-tuning task: name -> (model, truncate to W?) for the base
+    model truncated to its window, and per seed the PI model after phase 2 and its fine-tune on
+    ``finetune`` (a key of :func:`extend`'s runs)."""
+    models_ = {"base (truncated to W)": (ch.base_ref, True)}
+    for seed, r in runs.items():
+        models_[f"PI (seed {seed})"] = (evaluate.Ref.of(r["phase2"]), False)
+        models_[f"PI fine-tuned (seed {seed})"] = (evaluate.Ref.of(r[finetune]), False)
+    return models_
+
+
+def qa_summary(accuracy: pd.DataFrame, W: int) -> pd.DataFrame:
+    """Accuracy by input length (``accuracy``: one column per :func:`contenders` model) as the
+    post's table: the truncated base, PI and PI fine-tuned (means over seeds), beside the post's
+    numbers."""
+
+    def mean_of(prefix):
+        return accuracy[[c for c in accuracy if c.startswith(prefix)]].mean(axis=1)
+
+    table = pd.DataFrame(
+        {
+            "base (truncated)": accuracy["base (truncated to W)"],
+            "PI": mean_of("PI (seed"),
+            "PI fine-tuned": mean_of("PI fine-tuned"),
+            **QA_ACCURACY,
+        }
+    )
+    table.index = [f"{n} tokens ({n / W:.1f}W)" for n in table.index]
+    return table
 
 
 def qa(ch, ref: evaluate.Ref, n: int, depths, truncate: bool = False) -> pd.DataFrame:

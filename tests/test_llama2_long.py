@@ -3,6 +3,8 @@ recipe) and the rows and models it builds."""
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -64,3 +66,26 @@ def test_sft_rows_mix_short_instructions_with_long_self_instruct(tiny):
         sum(float(r["loss_weights"].sum()) for r in rows) for rows in (answers_only, with_lm)
     ]
     assert trained[1] > 2 * trained[0]  # the LM loss on the long input trains many more tokens
+
+
+def test_loss_of_first_is_the_mean_nll_of_the_first_c_tokens():
+    rng = np.random.default_rng(0)
+    nlls = [rng.random((5, 40)), rng.random((5, 40))]
+    contexts = np.array([1, 7, 40])
+    y, se = llama2_long.loss_of_first(nlls, contexts)
+    # by hand: per window, the mean of its first c tokens, averaged over the runs, then windows
+    per_window = [[np.mean([n[w, :c].mean() for n in nlls]) for c in contexts] for w in range(5)]
+    assert y == pytest.approx(np.mean(per_window, axis=0), rel=1e-12)
+    assert se == pytest.approx(np.std(per_window, axis=0, ddof=1) / np.sqrt(5), rel=1e-12)
+
+
+def test_context_use_reads_gain_and_rise_from_the_loss_by_position():
+    W = 8
+    # a model whose loss is 3 nats up to W, 2 up to 8W and 5 beyond: gain -1, rise +3
+    starts = np.arange(0, 16 * W)  # one-token buckets
+    nll = np.where(starts < W, 3.0, np.where(starts < 8 * W, 2.0, 5.0))
+    table = pd.DataFrame({"start": starts, "end": starts + 1, "nll": nll})
+    between, gain, rise = llama2_long.context_use({"m": table}, W)
+    assert gain["m"] == pytest.approx(-1.0) and rise["m"] == pytest.approx(3.0)
+    # (W, 16W]: the buckets starting at 9..63 (2 nats) and 64..127 (5 nats)
+    assert between["m"][1, 16] == pytest.approx((55 * 2.0 + 64 * 5.0) / 119)

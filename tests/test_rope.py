@@ -275,3 +275,46 @@ def test_helix_and_envelope_levels_against_plain_trigonometry():
     distances = torch.arange(10)
     score = torch.tensor([1.0, -1.0, 2.0, -2.0, 0.0, 5.0, 5.0, 5.0, 5.0, 5.0])
     assert rope.mean_abs_between(score, distances, 1, 3) == pytest.approx(5 / 3)
+
+
+def test_distance_grid_every_integer_or_a_log_grid():
+    full = rope.distance_grid(1000)
+    assert full.dtype == torch.float64 and full.tolist() == list(range(1001))
+    grid = rope.distance_grid(131072, 50)
+    assert grid[0] == 0 and grid[-1] == 131072 and len(grid) <= 51
+    assert bool((grid[1:] > grid[:-1]).all()) and bool((grid == grid.round()).all())
+
+
+def test_helix_spacing_is_the_mean_chord_between_consecutive_positions():
+    theta = rope.inv_freq(128, 1e4)
+    j = 11
+    # by hand: consecutive points (cos a t, sin a t, sin b t) are 2 sin(a/2) apart in the plane
+    a, b = theta[0].item(), theta[j].item()
+    chords = [
+        math.hypot(2 * math.sin(a / 2), math.sin(b * (t + 1)) - math.sin(b * t)) for t in range(10)
+    ]
+    assert rope.helix_spacing(theta, j) == pytest.approx(sum(chords) / 10, rel=1e-12)
+
+
+def test_extension_table_reproduces_prolong_app_b1_and_granularity_table_app_b():
+    table = rope.extension_table()
+    # ProLong App. B.1: NTK suggests ~4M for 8K -> 64K and ~64M for 64K -> 512K; ProLong used 2x
+    assert table.loc["ProLong-8B-64K", "NTK suggestion"] == pytest.approx(4e6, rel=0.05)
+    assert table.loc["ProLong-8B-512K", "NTK suggestion"] == pytest.approx(64e6, rel=0.05)
+    assert table.loc["ProLong-8B-64K", "used / suggested"] == pytest.approx(2, rel=0.05)
+    assert math.isnan(table.loc["LLaMA-2-7B-32K", "used / suggested"])  # PI changes no base
+    gran = rope.granularity_table({"PI": ("linear", 4.0), "ABF": ("abf", 50.0)}, 128)
+    # Llama 2 Long App. B: alpha / ln b = 0.027 for PI at 1/4, 1 / (ln b + ln 50) = 0.076 for ABF
+    assert round(gran.loc["PI", "paper's limit"], 3) == 0.027
+    assert round(gran.loc["ABF", "paper's limit"], 3) == 0.076
+
+
+def test_against_transformers_finds_our_frequencies_equal_to_transformers():
+    examples = {
+        "PI x8": dict(method="linear", factor=8.0),
+        "YaRN x8": dict(method="yarn", factor=8.0),
+    }
+    table = rope.against_transformers(examples, 128, 4096)
+    assert list(table["method"]) == list(examples)
+    assert table["max relative difference"].max() < 1e-6
+    assert table["attention scaling (ours / transformers)"].iloc[1].split(" / ")[0] == "1.2079"

@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 
 from lcx.scorecard import (
-    VERDICTS,
     Scorecard,
     beats_in_every_seed,
     collect,
@@ -26,18 +25,13 @@ def test_scorecard_roundtrip_and_collect(tmp_path):
     for chapter, claims in [("02_b", ["B1"]), ("01_a", ["R1", "R2"])]:
         card = Scorecard(chapter, "cpu")
         for claim in claims:
-            card.add(
-                claim,
-                "statement",
-                "1.0",
-                "0.9",
-                "tiny",
-                verdict([True, claim != "R2"]),
-                "ours > 0.5",
-            )
+            card.add(claim, "0.9", "tiny", {"ours > 0.5": True, "ours > 0.8": claim != "R2"})
         directory = tmp_path / "cpu" / chapter
         directory.mkdir(parents=True)
-        card.save(directory)
+        frame = card.save(directory, {"chapter": chapter})
+        assert list(frame.claim) == claims
+        saved = json.loads((directory / "metrics.json").read_text())
+        assert saved["chapter"] == chapter and "torch" in saved["environment"]
     data = json.loads((tmp_path / "cpu" / "01_a" / "scorecard.json").read_text())
     assert [r["claim"] for r in data["rows"]] == ["R1", "R2"]
     table = collect("cpu", root=tmp_path)
@@ -46,13 +40,37 @@ def test_scorecard_roundtrip_and_collect(tmp_path):
     assert collect("gpu", root=tmp_path).empty
 
 
-def test_scorecard_rejects_typed_or_duplicate_rows():
+def test_scorecard_rows_quote_the_registry_and_compute_their_verdict():
+    from lcx.claims import CLAIMS
+
     card = Scorecard("01_a", "cpu")
-    with pytest.raises(ValueError, match="verdict"):
-        card.add("R1", "s", "p", "o", "tiny", "mostly", "rule")
-    card.add("R1", "s", "p", "o", "tiny", VERDICTS[0], "rule")
+    row = card.add("R2", "0.03", "tiny", {"a": True, "b": False}, note="; testable when x")
+    assert (row.statement, row.paper) == (CLAIMS["R2"].statement, CLAIMS["R2"].paper)
+    assert (row.verdict, row.rule) == ("partly", "a; b; testable when x")
+    row = card.add("T6", "-", "tiny", {}, testable=False, rule="run_systems=False")
+    assert (row.verdict, row.rule) == ("not testable at this scale", "run_systems=False")
     with pytest.raises(ValueError, match="already"):
-        card.add("R1", "s", "p", "o", "tiny", VERDICTS[0], "rule")
+        card.add("R2", "o", "tiny", {"a": True})
+    with pytest.raises(ValueError, match="not in lcx.claims"):
+        card.add("Z9", "o", "tiny", {"a": True})
+    with pytest.raises(ValueError, match="at least one check"):
+        card.add("R1", "o", "tiny", {})
+
+
+def test_every_claim_of_the_registry_is_on_its_chapters_scorecard():
+    import re
+    from pathlib import Path
+
+    from lcx.claims import CLAIMS
+
+    for claim, stated in CLAIMS.items():
+        notebook = json.loads(
+            (Path(__file__).parent.parent / "notebooks" / f"{stated.chapter}.ipynb").read_text()
+        )
+        code = "\n".join(
+            "".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"
+        )
+        assert re.search(rf'card\.add\(\s*"{claim}"', code), f"{claim} not on {stated.chapter}"
 
 
 def test_beats_in_every_seed_compares_seed_by_seed_not_the_means():

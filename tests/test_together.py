@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from lcx import chapter, together
+from lcx import chapter, together, train
 
 
 def test_lengths_at_the_papers_window_are_the_papers_lengths():
@@ -26,8 +26,14 @@ def test_recipes_carry_the_posts_mixture_and_filter(profile):
     assert set(phase1.mixture) == {"books", "prose", "code"}  # Book, ArXiv, other
     assert phase2.pack_formats and sum(phase2.formats.values()) == pytest.approx(0.4)  # 20% + 20%
     assert finetune["lr"] == phase2.lr and phase1.bf16 == (profile != "tiny")
-    table = together.recipe_table(phase1, phase2)
-    assert list(table["hyperparameter"]) == list(together.HYPERPARAMETERS)
+    columns = {"phase 1": phase1, "phase 2": phase2}
+    table = train.recipe_table(columns, together.HYPERPARAMETERS, "paper").set_index(
+        "hyperparameter"
+    )
+    assert list(table.index) == list(together.HYPERPARAMETERS)
+    assert table.loc["seq_len", "phase 2"] == str(phase2.seq_len)
+    extra = train.recipe_table(columns, together.HYPERPARAMETERS, "paper", ["seq_len", "bf16"])
+    assert extra.set_index("hyperparameter").loc["bf16", "paper"] == ""  # the post does not say
 
 
 def test_composition_counts_the_recipes_task_rows(tiny):
