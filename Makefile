@@ -72,11 +72,13 @@ test-transformers-5.17: $(LOCK_TF517)
 	$(VENV_TF517)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
 	LCX_PROFILE=tiny $(VENV_TF517)/bin/pytest -n 2 $(TF_SENSITIVE_TESTS)
 
-# One executed notebook per chapter; make reruns a chapter only when it or lcx changed.
+# One executed notebook per chapter; make reruns a chapter only when it or lcx changed. Its progress
+# bars are kept as a Jupyter front end shows them (the last state, not one line per update).
 $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb $(LCX) | $(STAMP)
 	@mkdir -p $(@D)
 	$(BIN)/papermill $< $@.tmp.ipynb -p profile $(PROFILE) --cwd notebooks --log-output --no-progress-bar > $(@D)/papermill.log 2>&1 \
 		|| { tail -n 40 $(@D)/papermill.log; echo "chapter $* failed: see $(@D)/papermill.log and $@.tmp.ipynb" >&2; exit 1; }
+	$(BIN)/python scripts/collapse_streams.py $@.tmp.ipynb
 	mv $@.tmp.ipynb $@
 # The appendix collects every chapter's scorecard, so it runs last.
 $(RESULTS)/$(APPENDIX)/executed.ipynb: $(foreach c,$(PAPER_CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
