@@ -109,6 +109,7 @@ def test_packed_batch_rows_with_different_boundaries(impl):
                 start += len(d)
 
 
+@pytest.mark.slow  # a fresh process importing every lcx module (10-30 s)
 def test_varlen_is_registered_when_asked_for_not_on_import():
     """Importing lcx (every module) leaves transformers' attention registry as it was; asking
     for the per-document implementation registers it, and a model then runs with it."""

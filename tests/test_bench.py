@@ -37,6 +37,8 @@ def measured():
         torch.set_num_threads(threads)
 
 
+# The tests on `measured` share six measuring subprocesses (~15 s): slow.
+@pytest.mark.slow
 def test_table_rows_and_columns(measured):
     assert list(measured.columns) == list(bench.ATTENTION_COLUMNS)
     assert list(zip(measured.impl, measured.seq_len, measured.multiple, strict=True)) == [
@@ -58,6 +60,7 @@ def scores_mb(seq_len: int) -> float:
     return ROWS * HEADS * LAYERS * seq_len**2 * 4 / 2**20
 
 
+@pytest.mark.slow
 def test_eager_keeps_the_score_matrix_for_backward(measured):
     """Eager attention saves the B x H x T x T fp32 probabilities of every layer for backward;
     SDPA's CPU flash kernel saves O(T) (its output and a B x H x T log-sum-exp). Counted exactly
@@ -73,6 +76,7 @@ def test_eager_keeps_the_score_matrix_for_backward(measured):
     assert sdpa_growth < saved["sdpa", 256]  # O(T): doubling T adds less than all it had
 
 
+@pytest.mark.slow
 def test_eager_resident_memory_grows_with_the_score_matrix(measured):
     """The same in resident memory, at 8x the window where the probabilities (16 MiB) dwarf the
     allocator's run-to-run variation (a few MB at this size): eager's peak growth exceeds SDPA's
@@ -151,6 +155,7 @@ def test_out_of_memory_is_a_cell_not_a_crash(fake_step):
     assert table.tokens_per_s.iloc[0] == 1.0
 
 
+@pytest.mark.slow  # four measuring subprocesses of the 'base' size
 def test_method_step_full_finetuning_grows_memory_more_than_lora(one_thread):
     """Full fine-tuning keeps gradients and AdamW moments for every weight (~16 bytes each with
     the parameter; 'base' holds ~3M in its blocks), LoRA for the adapters and embeddings only."""

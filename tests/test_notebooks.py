@@ -43,6 +43,7 @@ def test_named_and_parameterised(path):
     assert 'profile = os.environ.get("LCX_PROFILE", "cpu")' in "".join(first_code["source"])
 
 
+@pytest.mark.slow  # a papermill kernel per chapter, 10-20 s each
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_bad_profile_fails_before_any_work(path, tmp_path):
     """papermill -p profile bogus must stop in the first cells with a message naming the parameter."""
@@ -79,6 +80,7 @@ def test_bad_profile_fails_before_any_work(path, tmp_path):
     assert not (tmp_path / "results" / "bogus").exists()
 
 
+@pytest.mark.slow  # chapter 02 run twice from empty caches (minutes)
 def test_chapter_metrics_are_reproducible_bit_for_bit(tmp_path):
     """Same seed, same machine: two cold runs of a training chapter give identical metrics."""
     path = ROOT / "notebooks" / "02_base_model.ipynb"

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import lcx
 
 MODULES = sorted(p.stem for p in Path(lcx.__file__).parent.glob("*.py") if p.stem != "__init__")
@@ -11,6 +13,7 @@ MODULES = sorted(p.stem for p in Path(lcx.__file__).parent.glob("*.py") if p.ste
 GPU_ONLY = ("flash_attn", "unsloth", "triton")
 
 
+@pytest.mark.slow  # a fresh process importing every lcx module (10-30 s)
 def test_importing_lcx_pulls_no_gpu_only_package():
     code = (
         "import sys\n"

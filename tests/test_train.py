@@ -43,6 +43,7 @@ def final_losses(folder):
     return [e["loss"] for e in json.loads((Path(folder) / "log.json").read_text())]
 
 
+@pytest.mark.slow  # two training subprocesses
 def test_training_learns_and_is_deterministic(tmp_path):
     """Same seed, same machine: identical loss logs and weights, and the loss falls."""
     outs = []
@@ -58,6 +59,7 @@ def test_training_learns_and_is_deterministic(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow  # a run killed with SIGKILL, resumed, and a clean run to compare
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     steps, every = 240, 20
     reference = run_script(tmp_path / "ref", steps, every)
@@ -93,6 +95,7 @@ def tiny_setup(monkeypatch, tmp_path):
     return tok, data.tokenize(c, tok)
 
 
+@pytest.mark.slow  # ~30 s on 2 cores
 def test_lr_schedule_matches_transformers_and_continues_across_curriculum_stages(tiny_setup):
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -231,6 +234,7 @@ def test_lora_run_changes_only_adapted_weights(tiny_setup):
     assert any("q_proj" in k for k in changed) and "model.embed_tokens.weight" in changed
 
 
+@pytest.mark.slow  # ~10 s
 def test_qlora_run_trains_on_nf4_and_merges_a_low_rank_update(tiny_setup):
     """QLoRA (Llama-3 80K): adapters trained on a 4-bit NF4 copy, merged into the full-precision
     weights. The update of each adapted matrix then has rank <= r (re-quantizing would add
@@ -505,6 +509,7 @@ def test_gradient_accumulation_keeps_the_loss_token_averaged(
         train.run(model, None, tok, recipe, inputs=["x"], name="bad", rows=rows)
 
 
+@pytest.mark.slow  # a two-process torchrun launch
 def test_two_processes_train_the_same_model_as_one(tiny_setup):
     """A run launched on 2 ranks (torchrun, gloo on CPU; each rank one row per micro-batch, two
     micro-batches a step) ends at the same model as one process taking each step's 4 rows at
