@@ -335,6 +335,9 @@ def _attention_measure(
 
 def _attention_child(conn, kwargs: dict) -> None:
     """Entry point of the measuring process: sends ``(status, payload)`` back through ``conn``."""
+    import transformers
+
+    transformers.logging.disable_progress_bar()  # a QLoRA model's save and load, not the book's
     try:
         message = ("ok", _attention_measure(**kwargs))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent

@@ -75,9 +75,9 @@ def quiet() -> None:
 
 
 def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Chapter:
-    """Check ``profile`` and ``seeds`` (None: :data:`SEEDS` of the profile), freeze the objects the imports made (every Trainer run's
-    ``gc.collect()`` then skips them: 0.4 s per run), make ``results/<profile>/<name>/``, set the
-    plot style, keep library chatter out of the outputs (:func:`quiet`), and load base model
+    """Check ``profile`` and ``seeds`` (None: :data:`SEEDS` of the profile), freeze the objects
+    the imports made (every Trainer run's ``gc.collect()`` then skips them: 0.4 s per run), make
+    ``results/<profile>/<name>/``, set the plot style, keep library chatter out of the outputs (:func:`quiet`), and load base model
     ``base_name`` (chapter 02's, cached) with its tokens."""
     gc.freeze()
     quiet()

@@ -125,7 +125,8 @@ def perplexity_by_length(
 def loss_by_position(nll, bucket: int) -> pd.DataFrame:
     """Mean NLL (and its standard error over windows) per bucket of ``bucket`` positions, from a
     windows x positions tensor or array (:func:`token_nll`, :func:`nll`)."""
-    nll = torch.as_tensor(nll).contiguous()  # one memory layout, one summation order
+    # a copy: one memory layout, one summation order (and a cached array may be read-only)
+    nll = torch.as_tensor(np.array(nll)).contiguous()
     n, length = nll.shape
     rows = []
     for start in range(0, length, bucket):

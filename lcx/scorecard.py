@@ -17,7 +17,8 @@ import pandas as pd
 from .results import results_root, save_json, save_metrics
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable at this scale")
-COLUMNS = ["claim", "statement", "paper", "ours", "scale", "verdict", "rule"]
+# the verdict beside its claim, so a page narrower than the table still shows both
+COLUMNS = ["claim", "verdict", "statement", "paper", "ours", "scale", "rule"]
 
 
 def verdict(checks, testable: bool = True) -> str:

@@ -445,8 +445,22 @@ def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
         data_collator=default_data_collator,  # stacks the rows' tensors, keys as they are
         recipe=recipe,
     )
+    _bar_without_loss_table(trainer)
     trainer.train(resume_from_checkpoint=last_checkpoint(work))
     return trainer
+
+
+def _bar_without_loss_table(trainer) -> None:
+    """In a notebook, keep the Trainer's progress bar but not the table it grows by one row per
+    logged loss (up to ~100 rows a run; the loss curve is in the run's ``log.json``)."""
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    class ProgressBarOnly(NotebookProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    if trainer.pop_callback(NotebookProgressCallback) is not None:
+        trainer.add_callback(ProgressBarOnly)
 
 
 def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:

@@ -576,3 +576,22 @@ def test_find_run_names_finished_runs_in_this_cache_only(tiny_setup, tmp_path):
     weights = run / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     assert train.find_run(run.name) is None
+
+
+def test_notebook_progress_keeps_its_bar_but_writes_no_loss_table(tmp_path):
+    """In Jupyter the Trainer's bar grows a table row per logged loss (~100 rows a run): lcx swaps
+    in a callback whose on_log writes nothing (transformers' own raises without a running bar)."""
+    from transformers import Trainer, TrainingArguments
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    model = models.new_model(models.tiny_config("tiny", 64, 32, 1e4), 0)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=tmp_path, report_to=[]))
+    trainer.add_callback(NotebookProgressCallback)
+    with pytest.raises(RuntimeError):  # on_log before a bar exists: the stock callback fails
+        NotebookProgressCallback().on_log(trainer.args, trainer.state, None, logs={"loss": 1.0})
+    train._bar_without_loss_table(trainer)
+    bars = [
+        c for c in trainer.callback_handler.callbacks if isinstance(c, NotebookProgressCallback)
+    ]
+    assert len(bars) == 1 and type(bars[0]) is not NotebookProgressCallback
+    bars[0].on_log(trainer.args, trainer.state, None, logs={"loss": 1.0})  # writes nothing
