@@ -13,8 +13,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from . import evaluate, pretrained
-from .profiles import PROFILES, check, pick
+from . import cache, evaluate, pretrained
+from .profiles import PROFILES, check, check_device, pick
 from .results import chapter_dir
 
 PLOT_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3}
@@ -44,8 +44,10 @@ SEEDS = {"tiny": [0], "cpu": [0, 1], "gpu": [0, 1]}
 
 def check_seeds(seeds) -> list[int]:
     check("seeds", seeds, kind=list)
-    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds={seeds!r} must be distinct integers (at least one)")
+    for s in seeds:
+        check("seeds' element", s, kind=int, low=0)  # -1 fails deep inside the Trainer
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r} must be distinct integers >= 0 (at least one)")
     return seeds
 
 
@@ -82,6 +84,8 @@ def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Cha
     gc.freeze()
     quiet()
     check("profile", profile, PROFILES)
+    check_device(profile)
+    cache.check_writable()
     check("base_name", base_name, tuple(pretrained.BASES))
     seeds = pick(profile, **SEEDS) if seeds is None else seeds
     check_seeds(seeds)

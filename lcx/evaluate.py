@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -442,21 +443,48 @@ def evaluate_suite(
     return suite_table(cells, scores)
 
 
+class SkippedCellsWarning(UserWarning):
+    """A suite table had cells its generator refused (e.g. a length too short for the task's
+    prompt): averages over the table leave them out."""
+
+
+def warn_skipped(suite: pd.DataFrame, lo: float = -math.inf, hi: float = math.inf) -> None:
+    """Say which cells with ``lo <= length <= hi`` were skipped, and why, before an average
+    leaves them out (a NaN row dropped silently would make a mean over fewer tasks look whole)."""
+    if "skipped" not in suite:
+        return
+    gone = suite[suite["skipped"].notna() & (suite.length >= lo) & (suite.length <= hi)]
+    if len(gone):
+        cells = ", ".join(
+            sorted({f"{t} at {n}" for t, n in zip(gone.task, gone.length, strict=True)})
+        )
+        warnings.warn(
+            f"{len(gone)} suite cells skipped and left out of the average: {cells} "
+            f"({gone.skipped.iloc[0]})",
+            SkippedCellsWarning,
+            stacklevel=3,
+        )
+
+
 def headline_means(suite: pd.DataFrame, by) -> pd.Series:
     """Mean headline score of a suite table (:func:`evaluate_suite`) grouped by ``by`` (e.g.
-    ``"length"``, ``"depth"``, ``["task", "length"]``)."""
+    ``"length"``, ``"depth"``, ``["task", "length"]``); warns of skipped cells."""
+    warn_skipped(suite)
     return suite[suite.headline].groupby(by).score.mean()
 
 
 def headline_mean(suite: pd.DataFrame, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """Mean headline score over a suite table's cells with ``lo <= length <= hi`` (NaN if none)."""
+    """Mean headline score over a suite table's cells with ``lo <= length <= hi`` (NaN if none);
+    warns of skipped cells in that range."""
+    warn_skipped(suite, lo, hi)
     return float(suite[suite.headline & (suite.length >= lo) & (suite.length <= hi)].score.mean())
 
 
 def category_means(suite: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """HELMET's macro-average (ProLong Table 10): headline scores averaged over depths per task,
     then over the tasks of each category, per length. ``metric`` (e.g. ``"answer_acc"``): that
-    metric of every task instead of the headlines."""
+    metric of every task instead of the headlines. Warns of skipped cells."""
+    warn_skipped(suite)
     if metric is None:
         head = suite[suite["headline"].astype(bool)]
     else:

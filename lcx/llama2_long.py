@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import budget, evaluate, models, train
 from . import rows as row_builders
-from .profiles import pick
+from .profiles import GPU_PROFILES, check_flag, pick
 
 ABF_FACTOR = 50  # 10,000 -> 500,000
 HYPERPARAMETERS = {  # §4.1 and Table 5's continual pretraining
@@ -157,6 +157,19 @@ def flops_table(config) -> pd.DataFrame:
     flops["ours / from scratch"] = flops["ours (lcx.budget)"] / flops["ours (lcx.budget)"].iloc[0]
     flops["paper / from scratch"] = flops["paper FLOPs"] / flops["paper FLOPs"].iloc[0]
     return flops
+
+
+def check_run_scratch(run_scratch, profile: str) -> bool:
+    """The chapter's ``run_scratch`` parameter: True, False or None (the profile's default: on
+    tiny only); refused on gpu/paper, where it would train Llama-2-7B from scratch on 400B tokens
+    (a cluster's job, not a notebook's)."""
+    check_flag("run_scratch", run_scratch, none=True)
+    if run_scratch and profile in GPU_PROFILES:
+        raise ValueError(
+            f"run_scratch=True on profile={profile!r} trains Llama-2-7B from scratch (400B tokens "
+            "per curriculum, Table 10): not a notebook's job; leave run_scratch=None or False"
+        )
+    return profile == "tiny" if run_scratch is None else run_scratch
 
 
 def scratch_recipe(profile: str, W: int) -> train.Recipe:

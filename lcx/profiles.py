@@ -8,7 +8,10 @@ before any heavy work, so a typo fails at once with the allowed values.
 
 from __future__ import annotations
 
+import os
+
 PROFILES = ("tiny", "cpu", "gpu", "paper")
+GPU_PROFILES = ("gpu", "paper")
 
 
 def check(name: str, value, allowed=None, *, low=None, high=None, kind=None):
@@ -17,8 +20,11 @@ def check(name: str, value, allowed=None, *, low=None, high=None, kind=None):
     ``allowed``: a collection of allowed values; ``low``/``high``: inclusive numeric bounds;
     ``kind``: a type or tuple of types the value must have. Returns ``value`` for chaining.
     """
-    if kind is not None and not isinstance(value, kind):
-        names = ", ".join(t.__name__ for t in _as_tuple(kind))
+    kinds = () if kind is None else _as_tuple(kind)
+    # a bool is an int to Python, not to a reader: True for a count or a seed is a mistake
+    wrong_bool = isinstance(value, bool) and bool not in kinds and int in kinds
+    if kind is not None and (not isinstance(value, kind) or wrong_bool):
+        names = ", ".join(t.__name__ for t in kinds)
         raise ValueError(
             f"parameter {name!r} = {value!r} has type {type(value).__name__}; expected {names}"
         )
@@ -31,6 +37,27 @@ def check(name: str, value, allowed=None, *, low=None, high=None, kind=None):
             f"parameter {name!r} = {value!r} is out of range; allowed: [{low}, {high}]"
         )
     return value
+
+
+def check_flag(name: str, value, none: bool = False):
+    """A yes/no parameter: True or False (or None, meaning the profile's default, with ``none``);
+    1, 0 or "yes" are refused with the parameter's name."""
+    return check(name, value, kind=(bool, type(None)) if none else bool)
+
+
+def check_device(profile: str) -> None:
+    """Refuse ``gpu``/``paper`` on a machine without CUDA before anything is downloaded (they
+    load 7-8B checkpoints); ``LCX_REHEARSAL=1`` lets the gpu code paths run on the CPU with
+    local stand-ins for hub models (the tests' rehearsal)."""
+    import torch
+
+    if profile in GPU_PROFILES and not torch.cuda.is_available():
+        if os.environ.get("LCX_REHEARSAL") != "1":
+            raise RuntimeError(
+                f"profile={profile!r} needs a CUDA GPU (it trains and evaluates 7-8B models) and "
+                "this machine has none: use profile='cpu' (or 'tiny'); LCX_REHEARSAL=1 runs the "
+                "gpu code paths on the CPU with local stand-ins"
+            )
 
 
 def pick(profile: str, **by_profile):

@@ -391,3 +391,44 @@ def test_loss_by_position_is_the_same_for_any_memory_layout():
     # buckets (64, 128] and (128, 192] lie in (64, 192]
     mid = evaluate.mean_loss_between(curve, 64, 192)
     assert mid == pytest.approx((curve.nll.iloc[1] + curve.nll.iloc[2]) / 2)
+
+
+def test_averages_say_which_suite_cells_were_skipped():
+    import pandas as pd
+
+    suite = pd.DataFrame(
+        [
+            {
+                "task": "passkey",
+                "category": "recall",
+                "length": 64,
+                "depth": 0.5,
+                "metric": "exact",
+                "headline": True,
+                "score": 1.0,
+                "skipped": None,
+            },
+            {
+                "task": "json_kv",
+                "category": "recall",
+                "length": 64,
+                "depth": 0.5,
+                "metric": None,
+                "headline": False,
+                "score": float("nan"),
+                "skipped": "length 64 is too short for json_kv",
+            },
+        ]
+    )
+    for average in (
+        lambda: evaluate.category_means(suite),
+        lambda: evaluate.headline_means(suite, "length"),
+        lambda: evaluate.headline_mean(suite, 0, 100),
+    ):
+        with pytest.warns(evaluate.SkippedCellsWarning, match="json_kv at 64.*too short"):
+            average()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate.headline_mean(suite, 100, 200)  # no skipped cell in that range: no warning

@@ -118,3 +118,53 @@ def test_chapter_metrics_are_reproducible_bit_for_bit(tmp_path):
         )
     assert metrics[0] == metrics[1]
     assert metrics[0]["perplexity"]["llama2"]  # real numbers were produced
+
+
+@pytest.mark.slow  # a papermill kernel per case, 10-20 s each
+@pytest.mark.parametrize(
+    "chapter, params, message",
+    [
+        (
+            "01_rope",
+            ["-p", "max_distance", str(2**30)],
+            "'max_distance' = 1073741824 is out of range",
+        ),
+        ("03_together_pi", ["-p", "run_systems", "yes"], "'run_systems' = 'yes' has type str"),
+        (
+            "04_llama2_long_abf",
+            ["-p", "run_scratch", "True", "-p", "profile", "gpu"],
+            "trains Llama-2-7B from scratch",
+        ),
+        ("05_llama3_80k_qlora", ["-p", "run_cost", "1"], "'run_cost' = 1 has type int"),
+        ("02_base_model", ["-p", "profile", "gpu"], "needs a CUDA GPU"),
+    ],
+)
+def test_bad_parameters_fail_in_the_first_cells(chapter, params, message, tmp_path):
+    """Every parameter is checked before any work, naming the parameter, its value and why."""
+    import torch
+
+    if "gpu" in params and torch.cuda.is_available():
+        pytest.skip("the CUDA check needs a machine without CUDA")
+    path = next(p for p in NOTEBOOKS if p.stem == chapter)
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "LCX_RESULTS": str(tmp_path / "results")}
+    env.pop("LCX_REHEARSAL", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(path),
+        str(out),
+        *params,
+        "--cwd",
+        str(path.parent),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    code_cells = [c for c in json.loads(out.read_text())["cells"] if c["cell_type"] == "code"]
+    failed = next(
+        i
+        for i, c in enumerate(code_cells)
+        if any(o.get("output_type") == "error" for o in c["outputs"])
+    )
+    assert failed <= 2, f"{params} was only caught in code cell {failed}"  # 1: papermill's
