@@ -101,9 +101,11 @@ $(MATHJAX)/tex-chtml.js:
 	mv $(MATHJAX).tmp/package/es5 $(MATHJAX) && rm -rf $(MATHJAX).tmp
 
 lint: $(STAMP)
-	$(BIN)/ruff check lcx tests notebooks scripts
-	$(BIN)/ruff format --check lcx tests notebooks scripts
+	$(BIN)/ruff check lcx tests notebooks scripts conftest.py
+	$(BIN)/ruff format --check lcx tests notebooks scripts conftest.py
 
+# The tests keep their own cache and results, under .cache/test (conftest.py sets LCX_CACHE and
+# LCX_RESULTS for every pytest run, nbmake's chapters included): never the book's.
 test: lint
 	LCX_PROFILE=tiny $(BIN)/pytest -n 2 tests --nbmake notebooks
 
@@ -119,5 +121,6 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m lcx.bench
 
+# The build and the tests' own folders; never anyone's results/ or .cache/lcx.
 clean:
-	rm -rf _build results/tiny
+	rm -rf _build .cache/test

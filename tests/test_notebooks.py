@@ -168,3 +168,34 @@ def test_bad_parameters_fail_in_the_first_cells(chapter, params, message, tmp_pa
         if any(o.get("output_type") == "error" for o in c["outputs"])
     )
     assert failed <= 2, f"{params} was only caught in code cell {failed}"  # 1: papermill's
+
+
+# --- the tests' own folders ----------------------------
+
+
+def make_dry_run(*args) -> list[str]:
+    """The commands ``make`` would run (``-n``), the venv taken as installed."""
+    proc = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed-dev", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_make_clean_never_removes_results_or_the_cache():
+    removed = " ".join(make_dry_run("clean"))
+    assert "results" not in removed and ".cache/lcx" not in removed
+
+
+def test_the_tests_use_their_own_cache_and_results():
+    """Every pytest run (nbmake's chapters included) writes under .cache/test (conftest.py), never
+    into the book's results/ or .cache/lcx, whatever LCX_CACHE/LCX_RESULTS the user exported."""
+    from lcx import cache, results
+
+    test_dir = Path(os.environ.get("LCX_TEST_DIR") or ROOT / ".cache" / "test").resolve()
+    assert results.results_root() == test_dir / "results" != ROOT / "results"
+    assert cache.cache_root() == test_dir / "cache" != ROOT / ".cache" / "lcx"
