@@ -72,16 +72,38 @@ test-transformers-5.17: $(LOCK_TF517)
 	$(VENV_TF517)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
 	LCX_PROFILE=tiny $(VENV_TF517)/bin/pytest -n 2 $(TF_SENSITIVE_TESTS)
 
-# One executed notebook per chapter; make reruns a chapter only when it or lcx changed. Its progress
-# bars are kept as a Jupyter front end shows them (the last state, not one line per update).
+# One executed notebook per chapter; make reruns a chapter only when it, lcx or a chapter it reads
+# changed. Its progress bars are kept as a Jupyter front end shows them (the last state, not one
+# line per update). A chapter writes its results into a staging folder that its last step renames
+# into place with a marker (lcx.results.chapter_dir and publish); papermill writes its notebook and
+# log beside the folder (.<chapter>.executed.ipynb, .<chapter>.papermill.log), and they join the
+# folder only when the run published its results. A chapter that fails before its last step leaves
+# the previous run's folder as it was.
 $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb $(LCX) | $(STAMP)
-	@mkdir -p $(@D)
-	$(BIN)/papermill $< $@.tmp.ipynb -p profile $(PROFILE) --cwd notebooks --log-output --no-progress-bar > $(@D)/papermill.log 2>&1 \
-		|| { tail -n 40 $(@D)/papermill.log; echo "chapter $* failed: see $(@D)/papermill.log and $@.tmp.ipynb" >&2; exit 1; }
-	$(BIN)/python scripts/collapse_streams.py $@.tmp.ipynb
-	mv $@.tmp.ipynb $@
-# The appendix collects every chapter's scorecard, so it runs last.
-$(RESULTS)/$(APPENDIX)/executed.ipynb: $(foreach c,$(PAPER_CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
+	@mkdir -p $(RESULTS)
+	$(BIN)/papermill $< $(RESULTS)/.$*.executed.ipynb -p profile $(PROFILE) --cwd notebooks --log-output --no-progress-bar > $(RESULTS)/.$*.papermill.log 2>&1 \
+		|| { tail -n 40 $(RESULTS)/.$*.papermill.log; echo "chapter $* failed: see $(RESULTS)/.$*.papermill.log and $(RESULTS)/.$*.executed.ipynb" >&2; exit 1; }
+	$(call finish,$*,executed.ipynb)
+
+# $(call finish,CHAPTER,NAME): after a successful run, check that the chapter published its results
+# (no staging folder left; the appendix makes none) and move papermill's notebook in as NAME.
+define finish
+	@test ! -e $(RESULTS)/.$(1).partial || { echo "chapter $(1) ran but did not publish its results (its last step, Scorecard.save, did not run): they stay in $(RESULTS)/.$(1).partial" >&2; exit 1; }
+	$(BIN)/python scripts/collapse_streams.py $(RESULTS)/.$(1).executed.ipynb
+	@mkdir -p $(RESULTS)/$(1)
+	@if [ -e $(RESULTS)/.$(1).papermill.log ]; then mv $(RESULTS)/.$(1).papermill.log $(RESULTS)/$(1)/papermill.log; fi
+	mv $(RESULTS)/.$(1).executed.ipynb $(RESULTS)/$(1)/$(2)
+endef
+
+# Which chapters read which: chapter 06's P9 fine-tunes the extended models of chapters 03, 04 and
+# 05 that their metrics.json name (lcx.prolong.other_chapters, through lcx.results.load_metrics),
+# and the appendix collects every chapter's scorecard and metrics. make runs them first (make book
+# and make chapter alike); each chapter's marker records the runs it read, and the appendix calls
+# a chapter stale when one of them was replaced since.
+READS_06_prolong := 03_together_pi 04_llama2_long_abf 05_llama3_80k_qlora
+READS_$(APPENDIX) := $(PAPER_CHAPTERS)
+reads = $(foreach r,$(READS_$(1)),$(RESULTS)/$(r)/executed.ipynb)
+$(foreach c,$(CHAPTERS),$(eval $(RESULTS)/$(c)/executed.ipynb: $(call reads,$(c))))
 
 # Jupyter Book renders the executed notebooks (no second execution), staged in the source layout.
 book: $(EXECUTED) $(MATHJAX)/tex-chtml.js
@@ -109,10 +131,16 @@ lint: $(STAMP)
 test: lint
 	LCX_PROFILE=tiny $(BIN)/pytest -n 2 tests --nbmake notebooks
 
-chapter: $(STAMP)
+# make chapter always runs the chapter (after what it reads, when that is out of date). With PARAMS
+# its notebook is executed-custom.ipynb: make book renders and counts as done only a run with the
+# default parameters, and reruns a chapter whose last run had others (that run replaced the
+# chapter's folder, executed.ipynb included).
+chapter: $(STAMP) $(call reads,$(NB))
 	@test -n "$(NB)" || { echo "usage: make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value']" >&2; exit 2; }
-	@mkdir -p $(RESULTS)/$(NB)
-	$(BIN)/papermill notebooks/$(NB).ipynb $(RESULTS)/$(NB)/executed.ipynb -p profile $(PROFILE) $(PARAMS) --cwd notebooks
+	@mkdir -p $(RESULTS)
+	$(BIN)/papermill notebooks/$(NB).ipynb $(RESULTS)/.$(NB).executed.ipynb -p profile $(PROFILE) $(PARAMS) --cwd notebooks \
+		|| { echo "chapter $(NB) failed: see $(RESULTS)/.$(NB).executed.ipynb" >&2; exit 1; }
+	$(call finish,$(NB),$(if $(strip $(PARAMS)),executed-custom.ipynb,executed.ipynb))
 
 lab: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[lab]' --constraint $(LOCK)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import results_root, save_json, save_metrics
+from .results import current, is_staging, publish, save_json, save_metrics
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable at this scale")
 # the verdict beside its claim, so a page narrower than the table still shows both
@@ -114,20 +114,36 @@ class Scorecard:
     def save(self, directory: Path, metrics: dict | None = None) -> pd.DataFrame:
         """Write ``scorecard.json`` into ``directory`` and, given the chapter's ``metrics``,
         ``metrics.json`` with the environment that produced them (:func:`lcx.results.save_metrics`);
-        returns :meth:`frame`, the table a chapter ends with."""
+        returns :meth:`frame`, the table a chapter ends with.
+
+        A chapter's last step: when ``directory`` is the chapter's staging folder
+        (:func:`lcx.results.chapter_dir`), its results are then published whole
+        (:func:`lcx.results.publish`: the marker, and the folder renamed into place)."""
+        if not Path(directory).is_dir():
+            raise FileNotFoundError(
+                f"{directory} does not exist: a chapter saves its scorecard once, and that save "
+                "published its results; rerun the chapter from the top to save again"
+            )
+        staging = is_staging(directory)
         rows = [asdict(r) for r in self.rows]
         data = {"chapter": self.chapter, "profile": self.profile, "rows": rows}
         save_json(Path(directory) / "scorecard.json", data)
         if metrics is not None:
             save_metrics(directory, metrics)
+        if staging:
+            publish(directory)
         return self.frame()
 
 
 def collect(profile: str, root: Path | None = None) -> pd.DataFrame:
-    """Every chapter's scorecard under ``root/<profile>`` as one table (chapter order)."""
-    base = (root or results_root()) / profile
+    """The scorecards of every chapter whose results on ``profile`` are complete and current, as
+    one table in chapter order (under ``root``, default :func:`lcx.results.results_root`). The
+    others are left out; :func:`lcx.results.status` says which and why."""
     frames = []
-    for path in sorted(base.glob("*/scorecard.json")):
+    for folder in current(profile, root).values():
+        path = folder / "scorecard.json"
+        if not path.is_file():
+            continue
         data = json.loads(path.read_text())
         frame = pd.DataFrame(data["rows"], columns=COLUMNS)
         frame.insert(0, "chapter", data["chapter"])

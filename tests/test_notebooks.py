@@ -170,7 +170,7 @@ def test_bad_parameters_fail_in_the_first_cells(chapter, params, message, tmp_pa
     assert failed <= 2, f"{params} was only caught in code cell {failed}"  # 1: papermill's
 
 
-# --- the tests' own folders ----------------------------
+# --- results written whole, the Makefile's runs, the tests' own folders ----------------------------
 
 
 def make_dry_run(*args) -> list[str]:
@@ -186,6 +186,43 @@ def make_dry_run(*args) -> list[str]:
     return proc.stdout.splitlines()
 
 
+def papermill_runs(lines) -> list[str]:
+    return [re.search(r"notebooks/(\w+)\.ipynb", x).group(1) for x in lines if "papermill " in x]
+
+
+def test_make_runs_the_chapters_a_chapter_reads_before_it():
+    """Chapter 06's P9 reads chapters 03-05's results, the appendix every chapter's: make runs
+    them first, for make book and make chapter alike (a profile with no results yet)."""
+    chapters = [p.stem for p in NOTEBOOKS]
+    p9 = ["03_together_pi", "04_llama2_long_abf", "05_llama3_80k_qlora", "06_prolong"]
+    target = "results/dry-run/06_prolong/executed.ipynb"
+    assert papermill_runs(make_dry_run("PROFILE=dry-run", target)) == p9
+    assert papermill_runs(make_dry_run("PROFILE=dry-run", "chapter", "NB=06_prolong")) == p9
+    runs = papermill_runs(
+        make_dry_run("PROFILE=dry-run", "results/dry-run/99_scorecards/executed.ipynb")
+    )
+    assert runs[-1] == "99_scorecards" and sorted(runs) == chapters
+
+
+@pytest.mark.parametrize("params", ["", "-p max_distance 65536"])
+def test_make_chapter_runs_through_a_temporary_file_and_custom_runs_are_not_the_books(params):
+    """papermill writes beside the chapter's folder; the notebook moves in only after a run that
+    published its results, as executed.ipynb (what make book renders and counts as done) only
+    when the parameters are the defaults."""
+    lines = make_dry_run("PROFILE=dry-run", "chapter", "NB=01_rope", f"PARAMS={params}")
+    papermill = next(x for x in lines if "papermill " in x)
+    assert "results/dry-run/.01_rope.executed.ipynb" in papermill
+    assert not re.search(r"results/dry-run/01_rope/\S*\.ipynb", papermill)
+    moved = lines[-1].split()
+    name = "executed-custom.ipynb" if params else "executed.ipynb"
+    assert moved == [
+        "mv",
+        "results/dry-run/.01_rope.executed.ipynb",
+        f"results/dry-run/01_rope/{name}",
+    ]
+    assert any("test ! -e results/dry-run/.01_rope.partial" in x for x in lines)
+
+
 def test_make_clean_never_removes_results_or_the_cache():
     removed = " ".join(make_dry_run("clean"))
     assert "results" not in removed and ".cache/lcx" not in removed
@@ -199,3 +236,44 @@ def test_the_tests_use_their_own_cache_and_results():
     test_dir = Path(os.environ.get("LCX_TEST_DIR") or ROOT / ".cache" / "test").resolve()
     assert results.results_root() == test_dir / "results" != ROOT / "results"
     assert cache.cache_root() == test_dir / "cache" != ROOT / ".cache" / "lcx"
+
+
+@pytest.mark.slow  # a papermill kernel
+def test_a_papermill_run_publishes_its_results_with_the_parameters_it_was_given(tmp_path):
+    """A chapter-shaped notebook run by papermill with -p: its folder appears whole at its last
+    step, and the marker records the -p values (the profile is the folder's)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}
+        }
+    )
+    params = nbformat.v4.new_code_cell('profile = "cpu"\nknob = 2')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "from lcx.results import chapter_dir\nfrom lcx.scorecard import Scorecard\n"
+            'out = chapter_dir("01_fake", profile)\n(out / "figure.png").write_text("x")\n'
+            'card = Scorecard("01_fake", profile)\ncard.add("R1", "1", profile, {"ok": True})\n'
+            'card.save(out, {"knob": knob})'
+        ),
+    ]
+    path = tmp_path / "01_fake.ipynb"
+    nbformat.write(nb, path)
+    env = {**os.environ, "LCX_RESULTS": str(tmp_path / "results")}
+    cmd = [sys.executable, "-m", "papermill", str(path), str(tmp_path / "out.ipynb")]
+    cmd += ["-p", "profile", "tiny", "-p", "knob", "3", "--cwd", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = tmp_path / "results" / "tiny" / "01_fake"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "figure.png",
+        "metrics.json",
+        "run.json",
+        "scorecard.json",
+    ]
+    marker = json.loads((folder / "run.json").read_text())
+    assert marker["parameters"] == {"knob": 3} and marker["profile"] == "tiny"
+    assert not list((tmp_path / "results" / "tiny").glob(".*"))

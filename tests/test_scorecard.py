@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from lcx.results import chapter_dir
 from lcx.scorecard import (
     Scorecard,
     beats_in_every_seed,
@@ -21,16 +22,15 @@ def test_verdict_rule():
         verdict([])
 
 
-def test_scorecard_roundtrip_and_collect(tmp_path):
+def test_scorecard_roundtrip_and_collect(tmp_path, monkeypatch):
+    monkeypatch.setenv("LCX_RESULTS", str(tmp_path))
     for chapter, claims in [("02_b", ["B1"]), ("01_a", ["R1", "R2"])]:
         card = Scorecard(chapter, "cpu")
         for claim in claims:
             card.add(claim, "0.9", "tiny", {"ours > 0.5": True, "ours > 0.8": claim != "R2"})
-        directory = tmp_path / "cpu" / chapter
-        directory.mkdir(parents=True)
-        frame = card.save(directory, {"chapter": chapter})
+        frame = card.save(chapter_dir(chapter, "cpu"), {"chapter": chapter})
         assert list(frame.claim) == claims
-        saved = json.loads((directory / "metrics.json").read_text())
+        saved = json.loads((tmp_path / "cpu" / chapter / "metrics.json").read_text())
         assert saved["chapter"] == chapter and "torch" in saved["environment"]
     data = json.loads((tmp_path / "cpu" / "01_a" / "scorecard.json").read_text())
     assert [r["claim"] for r in data["rows"]] == ["R1", "R2"]
@@ -38,6 +38,11 @@ def test_scorecard_roundtrip_and_collect(tmp_path):
     assert list(table["chapter"]) == ["01_a", "01_a", "02_b"]
     assert list(table["verdict"]) == ["reproduced", "partly", "reproduced"]
     assert collect("gpu", root=tmp_path).empty
+    # a scorecard written anywhere else is written, not published; and a chapter saves once
+    card.save(tmp_path / "cpu", {"chapter": "elsewhere"})
+    assert (tmp_path / "cpu" / "scorecard.json").is_file()
+    with pytest.raises(FileNotFoundError, match="saves its scorecard once"):
+        card.save(tmp_path / "cpu" / ".02_b.partial")
 
 
 def test_scorecard_rows_quote_the_registry_and_compute_their_verdict():
