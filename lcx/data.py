@@ -36,7 +36,7 @@ from pathlib import Path
 
 import datasets
 
-from . import cache
+from . import cache, hub
 from .profiles import PROFILES, check
 
 SHORT_MAX_BYTES = 2048
@@ -320,12 +320,14 @@ def _hub_reader(domain: str, max_docs: int = 20_000):
     name, field = HUB_SOURCES[domain]
 
     def read(workdir: Path) -> tuple[list[dict], dict]:
-        stream = datasets.load_dataset(name, split="train", streaming=True)  # needs the hub
+        pinned = hub.pretrained_kwargs(name)  # the commit lcx.hub.REVISIONS pins
+        stream = datasets.load_dataset(name, split="train", streaming=True, **pinned)  # the hub
         docs = [
             _doc(f"hub-{domain}", domain, str(i), row[field])
             for i, row in zip(range(max_docs), stream, strict=False)
         ]
-        return docs, {"package": f"hub:{name}", "version": "streamed", "field": field}
+        version = pinned.get("revision", "main")
+        return docs, {"package": f"hub:{name}", "version": version, "field": field}
 
     return read
 
@@ -524,7 +526,7 @@ def ultrachat(seed: int = 0, split: str = "train_sft", name: str = "HuggingFaceH
     gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.rows.chat_rows`)."""
     from datasets import load_dataset
 
-    stream = load_dataset(name, split=split, streaming=True)
+    stream = load_dataset(name, split=split, streaming=True, **hub.pretrained_kwargs(name))
     for epoch in itertools.count():
         for row in stream.shuffle(seed=seed + epoch, buffer_size=10_000):
             yield row["messages"]

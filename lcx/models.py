@@ -20,7 +20,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.models.llama import modeling_llama
 
-from . import attention, cache, rope
+from . import attention, cache, hub, rope
 
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 VOCAB_SIZE = {"tiny": 512, "cpu": 4096}
@@ -131,10 +131,13 @@ def load_tokenizer(
 
         if hub_name is None:
             raise ValueError(f"profile {profile!r} loads the checkpoint's tokenizer: pass hub_name")
-        tok = AutoTokenizer.from_pretrained(hub_name)
+        pinned = hub.pretrained_kwargs(hub_name)  # the commit lcx.hub.REVISIONS pins
+        tok = AutoTokenizer.from_pretrained(hub_name, **pinned)
         if tok.pad_token is None:  # Llama 2 and 3 ship none; lcx masks padding by position
             tok.pad_token = tok.eos_token
         tok.key = "hub-" + str(hub_name).strip("/").replace("/", "--")  # for cache keys
+        if pinned:
+            tok.key += "@" + pinned["revision"]
         return tok
     if corpus is None:
         from .data import load_corpus
@@ -418,16 +421,19 @@ def load_pretrained(
     """A checkpoint by hub name or local folder, with an optional RoPE recipe and 4-bit NF4 weights.
 
     The RoPE change goes into the config before loading, so the weights load unchanged into a model
-    with the new frequencies. ``bitsandbytes`` is imported only when ``load_in_4bit`` is set.
+    with the new frequencies. ``bitsandbytes`` is imported only when ``load_in_4bit`` is set. A hub
+    id loads at the commit :data:`lcx.hub.REVISIONS` pins.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(name_or_path)
+    pinned = hub.pretrained_kwargs(name_or_path)
+    config = AutoConfig.from_pretrained(name_or_path, **pinned)
     if method is not None:
         config = rope.apply_rope(config, method, base=base, factor=factor, **rope_kw)
     kwargs = {
         "config": config,
         "attn_implementation": attention.implementation(attn_implementation),
+        **pinned,
     }
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -505,7 +511,7 @@ def unsloth_model(
     if not source.is_dir():
         from huggingface_hub import snapshot_download
 
-        source = Path(snapshot_download(name_or_path))
+        source = Path(snapshot_download(name_or_path, **hub.pretrained_kwargs(name_or_path)))
     folder = Path(tempfile.mkdtemp(prefix="lcx-unsloth-"))
     for item in source.iterdir():
         if item.name != "config.json":

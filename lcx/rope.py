@@ -552,11 +552,14 @@ def hub_configs(settings=PAPER_SETTINGS):
     import pandas as pd
     from transformers import AutoConfig
 
+    from . import hub  # each config at the commit lcx.hub.REVISIONS pins
+
     rows = []
     for s in settings:
         if s.hub_id is None:
             continue
-        params = getattr(AutoConfig.from_pretrained(s.hub_id), "rope_parameters", None) or {}
+        config = AutoConfig.from_pretrained(s.hub_id, **hub.pretrained_kwargs(s.hub_id))
+        params = getattr(config, "rope_parameters", None) or {}
         theta, rtype = params.get("rope_theta"), params.get("rope_type", "default")
         rows.append(
             {

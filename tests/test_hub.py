@@ -1,0 +1,125 @@
+"""Hub ids load at the commits lcx.hub.REVISIONS pins: checked with the hub's loaders replaced by
+recorders (this machine cannot reach the hub)."""
+
+import inspect
+import re
+import warnings
+
+import datasets
+import huggingface_hub
+import pytest
+import transformers
+
+from lcx import data, hub, models, pretrained, rope
+
+LLAMA2 = "meta-llama/Llama-2-7b-hf"
+LLAMA2_SHA = "01c7f73d771dfac7d292323805ebc428287df4f9"
+UNPINNED = "princeton-nlp/Llama-3-8B-ProLong-64k-Base"
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every call of the hub's loaders: (loader, name, keyword arguments)."""
+    seen = []
+
+    def recorder(loader, result):
+        def record(name, *args, **kwargs):
+            seen.append((loader, str(name), kwargs))
+            return result(name) if callable(result) else result
+
+        return record
+
+    config = transformers.LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+
+    class Tokenizer:
+        pad_token, eos_token = None, "</s>"
+
+    class Stream(list):
+        def shuffle(self, seed, buffer_size):
+            return self
+
+    for cls, result in [
+        (transformers.AutoConfig, config),
+        (transformers.AutoModelForCausalLM, "model"),
+        (transformers.AutoTokenizer, lambda name: Tokenizer()),
+    ]:
+        monkeypatch.setattr(cls, "from_pretrained", recorder(cls.__name__, result))
+    stream = Stream([{"text": "a", "content": "b", "messages": [{"role": "user"}]}])
+    monkeypatch.setattr(datasets, "load_dataset", recorder("load_dataset", stream))
+    monkeypatch.setattr(data.datasets, "load_dataset", recorder("load_dataset", stream))
+
+    def snapshot(name, **kwargs):
+        seen.append(("snapshot_download", name, kwargs))
+        raise RuntimeError("stop: no checkpoint to present to Unsloth here")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    return seen
+
+
+def test_models_and_tokenizers_load_at_the_pinned_revision(calls, tmp_path):
+    models.load_pretrained(LLAMA2)
+    tok = models.load_tokenizer("gpu", hub_name=LLAMA2)
+    with pytest.raises(RuntimeError, match="stop"):
+        models.unsloth_model(LLAMA2, 1024, 5e5, fast_language_model=object())
+    assert [c[0] for c in calls] == [
+        "AutoConfig",
+        "AutoModelForCausalLM",
+        "AutoTokenizer",
+        "snapshot_download",
+    ]
+    assert all(kwargs["revision"] == LLAMA2_SHA for _, _, kwargs in calls)
+    assert tok.key.endswith("@" + LLAMA2_SHA)  # cache keys follow the commit
+    # a local folder is loaded as it is
+    calls.clear()
+    models.load_pretrained(tmp_path)
+    assert calls and all("revision" not in kwargs for _, _, kwargs in calls)
+
+
+def test_an_unpinned_id_loads_main_with_a_warning_and_an_unknown_id_is_refused(calls):
+    with pytest.warns(hub.UnpinnedRevision, match=UNPINNED):
+        models.load_pretrained(UNPINNED)
+    assert all("revision" not in kwargs for _, _, kwargs in calls)
+    with pytest.raises(KeyError, match="not in lcx.hub.REVISIONS"):
+        models.load_pretrained("someone/unlisted-model")
+
+
+def test_hub_datasets_and_configs_load_at_the_pinned_revision(calls, tmp_path):
+    docs, provenance = data.READERS["hub-books"](tmp_path)
+    assert provenance["version"] == hub.REVISIONS["emozilla/pg19"]
+    next(data.ultrachat())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hub.UnpinnedRevision)
+        rope.hub_configs()
+    assert calls[0] == (
+        "load_dataset",
+        "emozilla/pg19",
+        {"split": "train", "streaming": True, "revision": hub.REVISIONS["emozilla/pg19"]},
+    )
+    assert calls[1][1:] == (
+        "HuggingFaceH4/ultrachat_200k",
+        {
+            "split": "train_sft",
+            "streaming": True,
+            "revision": hub.REVISIONS["HuggingFaceH4/ultrachat_200k"],
+        },
+    )
+    configs = calls[2:]
+    assert [name for _, name, _ in configs] == [s.hub_id for s in rope.PAPER_SETTINGS if s.hub_id]
+    for _, name, kwargs in configs:
+        assert kwargs.get("revision") == hub.REVISIONS[name]
+
+
+def test_every_hub_id_lcx_names_is_in_the_table_and_every_pin_is_a_commit_sha():
+    named = {s.hub_id for s in rope.PAPER_SETTINGS if s.hub_id}
+    named |= {b.paper_model for b in pretrained.BASES.values()}
+    named |= {name for name, _ in data.HUB_SOURCES.values()}
+    named.add(inspect.signature(data.ultrachat).parameters["name"].default)
+    assert named == set(hub.REVISIONS)
+    pins = [sha for sha in hub.REVISIONS.values() if sha is not None]
+    assert pins and all(re.fullmatch(r"[0-9a-f]{40}", sha) for sha in pins)
