@@ -33,6 +33,23 @@ def cache_root() -> Path:
     return Path(env).expanduser().resolve() if env else ROOT / ".cache" / "lcx"
 
 
+def check_writable() -> Path:
+    """The cache folder, made and written to once up front: a chapter fails at its first cell,
+    naming ``LCX_CACHE``, rather than with a bare PermissionError at its first cache miss."""
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(
+            f"the cache folder {root} is not writable ({error.strerror}); set LCX_CACHE to a "
+            "folder you can write (it holds corpora, models and evaluations)"
+        ) from error
+    return root
+
+
 def key(kind: str, config: dict, inputs: tuple[str, ...] | list[str] = ()) -> str:
     """A short stable hash of a config (JSON, sorted keys) and the keys it depends on."""
     payload = json.dumps(
@@ -68,23 +85,6 @@ def is_complete(folder: Path, verify: bool | None = None) -> bool:
     except (ValueError, KeyError, TypeError):
         return False
     for rel, meta in entries.items():
-def check_writable() -> Path:
-    """The cache folder, made and written to once up front: a chapter fails at its first cell,
-    naming ``LCX_CACHE``, rather than with a bare PermissionError at its first cache miss."""
-    root = cache_root()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise PermissionError(
-            f"the cache folder {root} is not writable ({error.strerror}); set LCX_CACHE to a "
-            "folder you can write (it holds corpora, models and evaluations)"
-        ) from error
-    return root
-
-
         path = folder / rel
         if not path.is_file() or path.stat().st_size != meta["size"]:
             return False
