@@ -9,15 +9,49 @@ built. An ordinary load checks the manifest cheaply, each file's presence and si
 it, so a truncated or half-deleted artifact is rebuilt, never loaded; re-hashing every file (some
 16 GB for an 8B checkpoint) happens only when asked: ``verify=True``, ``LCX_VERIFY=1`` or
 :func:`verify`, which also catch a byte changed in place.
+
+Keys follow the code. A config also carries :func:`code_fingerprint` of the lcx modules that
+produce the artifact: each module's syntax tree with its docstrings (and any other bare string
+statement) removed, comments never being in it. A docstring or comment edit keeps every key; any
+other edit to a producing module (a loss, a reader, a generator, a metric) gives new keys to what
+it produces and, through the ``inputs``, to everything built from that. Each kind names its
+modules where it is built:
+
+* a corpus and its sources, and the tokenized corpus: ``data`` (a hub dataset also ``hub``, its
+  pinned commit); a tokenizer: ``models`` (:func:`lcx.models.train_tokenizer`);
+* a training run (:func:`lcx.train.run`): ``train``, ``rows``, ``models``, ``attention`` and
+  ``rope``, the trainer and its loss, the rows it packs, and the model code it trains (xPos, LoRA
+  and QLoRA, the per-document attention); plus ``tasks`` when it packs the task formats itself
+  (rows handed to a run are hashed by content, so the code that made them needs no fingerprint);
+* an evaluation (:func:`lcx.evaluate.memo`): ``evaluate``, ``models``, ``attention`` and
+  ``rope`` (the model as loaded and run), plus ``tasks`` and ``metrics`` for the probe suite and
+  the passkey grid; a measurement names its own (``bench``).
+
+The grain is the module, not the function. That is conservative: an edit anywhere in a producing
+module recomputes, even in a function this artifact never calls (rope's chapter-01 analysis
+retrains the runs, since their xPos attention calls rope). It is also practical: there is no call
+graph to get wrong, where one missed edge would be a stale number and one extra module costs a
+recompute. Modules that produce no artifact (plots, scorecards, claims, the paper modules'
+recipes, whose settings reach the configs) recompute nothing. Outside the fingerprint: the
+third-party libraries (the lock pins them; every chapter records their versions) and the
+machine's own files (the standard library, man pages: the corpus provenance records them).
+
+The fingerprint is of the source as this process loaded it (read when this module is imported,
+which every producing module does as it is imported), not as it is on disk later: a chapter's
+kernel keeps running the code it imported, so an edit made while it lives must not give that
+code the new code's keys. Such an edit is warned about; restart the process to run it.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +90,74 @@ def key(kind: str, config: dict, inputs: tuple[str, ...] | list[str] = ()) -> st
         {"kind": kind, "config": config, "inputs": list(inputs)}, sort_keys=True, default=str
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _snapshot(path: Path) -> tuple[bytes, int, int]:
+    stat = path.stat()
+    return path.read_bytes(), stat.st_mtime_ns, stat.st_size
+
+
+# lcx's sources as this process loaded them (see the module docstring)
+_LOADED = {p.name: _snapshot(p) for p in _PACKAGE.glob("*.py")}
+_WARNED: set[str] = set()
+
+
+def _source(module) -> bytes:
+    """The source of ``module`` that this process runs: lcx's own as loaded, any other module's
+    file as it is now (a test's module, reloaded after an edit)."""
+    path = Path(module.__file__).resolve()
+    if path.parent == _PACKAGE and path.name in _LOADED:
+        source, mtime, size = _LOADED[path.name]
+        stat = path.stat()
+        if (stat.st_mtime_ns, stat.st_size) != (mtime, size) and path.name not in _WARNED:
+            _WARNED.add(path.name)
+            warnings.warn(
+                f"{path} changed after this process loaded it: cache keys name the code this "
+                "process runs, the old code; restart it to run the new code",
+                stacklevel=3,
+            )
+        return source
+    return path.read_bytes()
+
+
+def _is_bare_string(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
+
+
+_FINGERPRINTS: dict[bytes, str] = {}
+
+
+def _fingerprint(source: bytes) -> str:
+    """The hash of ``source``'s syntax tree without docstrings (nor any other bare string
+    statement, which does nothing), line numbers or comments."""
+    if source not in _FINGERPRINTS:
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            for name, value in ast.iter_fields(node):
+                if isinstance(value, list) and any(isinstance(v, ast.stmt) for v in value):
+                    setattr(node, name, [v for v in value if not _is_bare_string(v)])
+        _FINGERPRINTS[source] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+    return _FINGERPRINTS[source]
+
+
+def code_fingerprint(*modules) -> dict[str, str]:
+    """``{module name: fingerprint}`` of the code that produces an artifact, for its config: each
+    module (an lcx module's short name such as ``"train"``, a dotted name, or the module) hashed
+    from its syntax tree, so that a docstring or comment edit keeps the fingerprint and any other
+    edit changes it."""
+    out = {}
+    for module in modules:
+        if isinstance(module, str):
+            module = importlib.import_module(module if "." in module else f"{__package__}.{module}")
+        out[module.__name__] = _fingerprint(_source(module))
+    return dict(sorted(out.items()))
 
 
 def _sha256(path: Path) -> str:

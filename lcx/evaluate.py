@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics, tasks
+from . import cache, metrics, tasks
 
 
 def windows(
@@ -540,14 +540,20 @@ def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) ->
     }
 
 
-def memo(kind: str, config: dict, inputs: list[str], compute) -> pd.DataFrame:
+# The lcx modules whose code an evaluation's key fingerprints (lcx.cache.code_fingerprint): the
+# model as loaded and run, and for the probe suite and the passkey grid (memo's default) the task
+# generators and the metrics too.
+MODEL_CODE = ("evaluate", "models", "attention", "rope")
+PROBE_CODE = (*MODEL_CODE, "tasks", "metrics")
+
+
+def memo(kind: str, config: dict, inputs: list[str], compute, code=PROBE_CODE) -> pd.DataFrame:
     """An evaluation table cached like any artifact (:func:`lcx.cache.cached`): keyed by ``kind``,
     its parameters ``config``, the keys of what it evaluates (``inputs``, e.g. the model's run
-    folder name) and the task generators' version (:data:`lcx.tasks.VERSION`), so a warm chapter
-    rerun skips the evaluation and gets the same table, and a changed generator does not."""
-    from . import cache
-
-    config = {**config, "tasks_version": tasks.VERSION}
+    folder name) and the fingerprint of the lcx modules ``code`` that compute it, so a warm
+    chapter rerun skips the evaluation and gets the same table, and a changed evaluation,
+    generator or metric does not."""
+    config = {**config, "code": cache.code_fingerprint(*code)}
 
     def build(folder):
         compute().to_parquet(folder / "table.parquet")  # exact floats and dtypes
@@ -678,6 +684,7 @@ def perplexity(
             domains=domains,
             scored=scored,
         ),
+        code=MODEL_CODE,
     )
 
 
@@ -703,7 +710,7 @@ def nll(
         w = windows(tokens["test"], length, n_windows, bos, domains, offset=offset)
         return pd.DataFrame(token_nll(ref.load(), w, batch_size=batch_size).numpy())
 
-    return memo("nll-of", params, [ref.key, tokens.key], compute).to_numpy()
+    return memo("nll-of", params, [ref.key, tokens.key], compute, MODEL_CODE).to_numpy()
 
 
 def short_ppl(ref: Ref, tokenizer, tokens, max_len: int) -> float:
@@ -715,6 +722,7 @@ def short_ppl(ref: Ref, tokenizer, tokens, max_len: int) -> float:
         lambda: pd.DataFrame(
             [short_perplexity(ref.load(), tokens["test"], tokenizer.bos_token_id, max_len)]
         ),
+        code=MODEL_CODE,
     )
     return float(t["ppl"].iloc[0])
 

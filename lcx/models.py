@@ -150,7 +150,12 @@ def load_tokenizer(
 
     folder = cache.cached(
         "tokenizer",
-        {"vocab_size": vocab, "sample_bytes": sample, "version": 1},
+        {
+            "vocab_size": vocab,
+            "sample_bytes": sample,
+            "version": 1,
+            "code": cache.code_fingerprint("models"),  # train_tokenizer, _tokenizer_sample
+        },
         build,
         inputs=[corpus.key],
     )

@@ -310,6 +310,7 @@ def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
         params,
         [ch.base_ref.key],
         lambda: bench.packed_row_times(ch.base_net.config, rows, repeats=repeats, bf16=bf16),
+        code=("bench", "models", "attention", "rope"),  # the measurement's code
     )
 
 

@@ -31,7 +31,7 @@ from transformers import (
     get_scheduler,
 )
 
-from . import attention, cache, tasks
+from . import attention, cache
 from . import rows as row_builders  # (run takes an argument called rows)
 
 
@@ -327,6 +327,12 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     )
 
 
+# The lcx modules whose code a run's key fingerprints (lcx.cache.code_fingerprint): the trainer
+# and its loss, the rows it packs, the model code it trains (xPos, LoRA and QLoRA, the
+# per-document attention, xPos's rotation in rope); run adds tasks when it packs task formats.
+RUN_CODE = ("train", "rows", "models", "attention", "rope")
+
+
 def run(
     model: LlamaForCausalLM,
     tokens,
@@ -369,8 +375,10 @@ def run(
     }
     if rows is not None:
         config["rows"] = row_builders.rows_key(rows)
-    elif recipe.formats:  # rows made here by the task generators: their version is in the key
-        config["tasks"] = tasks.VERSION
+    # the code that trains it, and the task generators when it packs their formats itself
+    # (ready-made rows are hashed above, whatever made them)
+    formats = ("tasks",) if rows is None and recipe.formats else ()
+    config["code"] = cache.code_fingerprint(*RUN_CODE, *formats)
     work = cache.cache_root() / "work" / f"{name}-{cache.key('run', config, inputs)}"
 
     @_quiet_weights

@@ -187,3 +187,56 @@ print(cache.cached("shared", {{"v": 1}}, build))
         (cache_dir / "shared" / outs[0].split("/")[-1] / cache.MANIFEST).read_text()
     )
     assert "x.txt" in manifest["files"]
+
+
+PRODUCER = '''"""A producer of artifacts."""
+
+SCALE = 2
+
+
+def loss(x):
+    """The loss."""
+    return SCALE * x * x  # squared
+'''
+
+
+def test_code_fingerprint_follows_the_code_not_its_docstrings_or_comments(tmp_path, monkeypatch):
+    """A module's fingerprint is its syntax tree's: a docstring or comment edit (lines shifted
+    too) keeps it, a change to a function's body, a constant or a new function does not."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "producer.py"
+    path.write_text(PRODUCER)
+    producer = importlib.import_module("producer")
+    first = cache.code_fingerprint(producer)
+    assert list(first) == ["producer"] and cache.code_fingerprint(producer) == first
+    kept = [
+        PRODUCER.replace("A producer of artifacts.", "Makes artifacts, one per config."),
+        PRODUCER.replace(
+            '"""The loss."""', '"""The loss, squared.\n\n    Many more words.\n    """'
+        ),
+        PRODUCER.replace("# squared", "# the square, scaled"),
+        "# a header comment\n\n\n" + PRODUCER.replace("    return", "    # why\n    return"),
+    ]
+    changed = [
+        PRODUCER.replace("x * x", "x * abs(x)"),
+        PRODUCER.replace("SCALE = 2", "SCALE = 3"),
+        PRODUCER + "\n\ndef other():\n    return 1\n",
+    ]
+    for text in kept:
+        path.write_text(text)
+        assert cache.code_fingerprint(producer) == first, text
+    for text in changed:
+        path.write_text(text)
+        assert cache.code_fingerprint(producer) != first, text
+
+
+def test_lcx_code_is_fingerprinted_as_this_process_loaded_it(monkeypatch):
+    """A process keeps running the lcx code it imported: its keys name that code, not a file
+    edited since (a chapter's kernel while someone edits lcx), and the edit is warned about."""
+    monkeypatch.setitem(cache._LOADED, "plots.py", (b"LOADED = 1\n", 0, 0))  # not the file now
+    monkeypatch.setattr(cache, "_WARNED", set())
+    with pytest.warns(UserWarning, match="plots.py changed after this process loaded it"):
+        got = cache.code_fingerprint("plots")
+    assert got == {"lcx.plots": cache._fingerprint(b"LOADED = 1\n")}

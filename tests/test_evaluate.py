@@ -260,9 +260,71 @@ def test_memo_caches_tables_by_config_and_inputs(tmp_path, monkeypatch):
     evaluate.memo("t", {"n": 2}, ["model-a"], compute)
     evaluate.memo("t", {"n": 1}, ["model-b"], compute)
     assert len(calls) == 3 and a.equals(b) and b.score[1] == 1 / 3
-    monkeypatch.setattr(tasks, "VERSION", tasks.VERSION + 1)  # a changed task generator
+    edit_source(monkeypatch, "tasks", "", "CHANGED = 1\n")  # a changed task generator
     evaluate.memo("t", {"n": 1}, ["model-a"], compute)
     assert len(calls) == 4
+
+
+def edit_source(monkeypatch, module: str, old: str, new: str) -> None:
+    """Make the code fingerprints see lcx ``module`` with ``old`` replaced by ``new`` (``old``
+    empty: ``new`` put first), as if this process had loaded that code; no file changes."""
+    from lcx import cache
+
+    real = cache._source
+
+    def source(mod):
+        text = real(mod)
+        if mod.__name__ == f"lcx.{module}":
+            assert old.encode() in text, f"{old!r} is not in lcx/{module}.py"
+            text = text.replace(old.encode(), new.encode(), 1)
+        return text
+
+    monkeypatch.setattr(cache, "_source", source)
+
+
+SUBEM = 'return {"subem": metrics.substring_exact_match(prediction, answers)}'
+
+
+def test_an_evaluations_key_follows_the_code_that_computes_it(tmp_path, monkeypatch):
+    """A cached evaluation is recomputed after a change to the code that computes it (the
+    scoring, a task generator or a metric for the probe suite; the model code for both), and
+    reused after a docstring or comment edit or a change elsewhere (the trainer, the plots)."""
+    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
+    calls = []
+
+    def compute(name):
+        def table():
+            calls.append(name)
+            return pd.DataFrame({"score": [0.5]})
+
+        return table
+
+    def evaluations():
+        calls.clear()
+        evaluate.memo("suite", {}, ["model"], compute("suite"))  # the default: the probe code
+        evaluate.memo("ppl", {}, ["model"], compute("ppl"), evaluate.MODEL_CODE)
+        return sorted(calls)
+
+    assert evaluations() == ["ppl", "suite"] and evaluations() == []
+    cases = [
+        (
+            "evaluate",
+            SUBEM,
+            SUBEM.replace("(prediction,", "(prediction.lower(),"),
+            ["ppl", "suite"],
+        ),
+        ("models", "", "CHANGED = 1\n", ["ppl", "suite"]),
+        ("tasks", "", "CHANGED = 1\n", ["suite"]),
+        ("metrics", "", "CHANGED = 1\n", ["suite"]),
+        ("evaluate", '"""Evaluation by', '"""Evaluations by', []),
+        ("evaluate", "# --- the probe suite", "# more words\n# --- the probe suite", []),
+        ("train", "", "CHANGED = 1\n", []),
+        ("plots", "", "CHANGED = 1\n", []),
+    ]
+    for module, old, new, recomputed in cases:
+        with pytest.MonkeyPatch.context() as mp:
+            edit_source(mp, module, old, new)
+            assert evaluations() == recomputed, (module, new)
 
 
 def test_scored_perplexity_scores_the_same_tokens_at_every_length(tiny):

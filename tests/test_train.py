@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcx import attention, data, models, tasks, train
+from lcx import attention, cache, data, models, train
 from lcx import rows as row_builders
 
 RUN = """
@@ -424,21 +424,78 @@ def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, 
     assert a == b
 
 
-def test_runs_on_format_rows_key_on_the_task_generators_version(tiny_setup, monkeypatch):
-    """Rows packed here from the task generators are not hashed, so the generators' version is
-    in the key: bumping it retrains a run with formats, and only such a run."""
-    tok, t = tiny_setup
-    plain = train.Recipe(seq_len=128, tokens=128 * 2, batch_tokens=128 * 2, lr=1e-3, save_every=9)
+def edit_source(monkeypatch, module: str, old: str, new: str) -> None:
+    """Make the code fingerprints see lcx ``module`` with ``old`` replaced by ``new`` (``old``
+    empty: ``new`` put first), as if this process had loaded that code; no file changes."""
+    real = cache._source
+
+    def source(mod):
+        text = real(mod)
+        if mod.__name__ == f"lcx.{module}":
+            assert old.encode() in text, f"{old!r} is not in lcx/{module}.py"
+            text = text.replace(old.encode(), new.encode(), 1)
+        return text
+
+    monkeypatch.setattr(cache, "_source", source)
+
+
+def run_key(recipe: train.Recipe, rows=None) -> str:
+    """The key (folder name) ``train.run`` gives a run, found without training it."""
+    keys = []
+
+    def cached(kind, config, build, inputs=(), verify=None):
+        keys.append(cache.key(kind, config, inputs))
+        return Path(keys[-1])
+
+    model = models.new_model(models.tiny_config("tiny", 100, 64, 248.0), seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cache, "cached", cached)
+        train.run(model, None, None, recipe, ["tokens", "tok", "init-0"], name="k", rows=rows)
+    return keys[0]
+
+
+LOSS = "loss = (nll * w.reshape(-1)).sum() / weight.clamp(min=1)"
+
+
+def test_a_runs_key_follows_the_code_that_trains_it(monkeypatch, tmp_path):
+    """A run's key fingerprints the code that produces it: a change to its loss, or to any module
+    that trains it, gives a new key (the run is retrained); a docstring or comment edit keeps it,
+    and so does a change to a module that does not train it."""
+    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
+    recipe = train.Recipe(seq_len=64, tokens=64 * 2, batch_tokens=64 * 2, lr=1e-3)
+    before = run_key(recipe)
+    changes = [
+        ("train", LOSS, LOSS.replace("min=1", "min=2")),  # the loss
+        *[(m, "", "CHANGED = 1\n") for m in ("train", "rows", "models", "attention", "rope")],
+    ]
+    for module, old, new in changes:
+        with pytest.MonkeyPatch.context() as mp:
+            edit_source(mp, module, old, new)
+            assert run_key(recipe) != before, (module, new)
+    kept = [
+        ("train", '"""Training runs built on', '"""Training runs, built on'),  # docstrings
+        ("train", '"""Warm-up steps of a', '"""The warm-up steps of a'),
+        ("train", "# Recipe.schedule ->", "# more words\n# and lines\n# Recipe.schedule ->"),
+        *[(m, "", "CHANGED = 1\n") for m in ("evaluate", "metrics", "data", "plots", "tasks")],
+    ]
+    for module, old, new in kept:
+        with pytest.MonkeyPatch.context() as mp:
+            edit_source(mp, module, old, new)
+            assert run_key(recipe) == before, (module, new)
+
+
+def test_runs_packing_task_formats_key_on_the_task_generators_code(monkeypatch, tmp_path):
+    """Rows packed here from the task generators are not hashed, so their code is in the key of
+    a run with formats, and only of such a run (ready-made rows are hashed whatever made them)."""
+    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
+    plain = train.Recipe(seq_len=64, tokens=64 * 2, batch_tokens=64 * 2, lr=1e-3)
     with_formats = dataclasses.replace(plain, formats={"passkey": 0.5})
-
-    def run(recipe):
-        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
-        return train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="v")
-
-    before = run(plain), run(with_formats)
-    monkeypatch.setattr(tasks, "VERSION", tasks.VERSION + 1)
-    after = run(plain), run(with_formats)
-    assert before[0] == after[0] and before[1] != after[1]
+    rows = row_builders.sft_rows([([1, 2, 3], [4, 5])] * 2, 64, 0)
+    before = run_key(plain), run_key(with_formats), run_key(with_formats, rows)
+    with pytest.MonkeyPatch.context() as mp:
+        edit_source(mp, "tasks", "", "CHANGED = 1\n")
+        after = run_key(plain), run_key(with_formats), run_key(with_formats, rows)
+    assert before[0] == after[0] and before[1] != after[1] and before[2] == after[2]
 
 
 def test_loading_a_run_prints_no_weight_bars_and_restores_them(tmp_path, capfd):
