@@ -14,7 +14,15 @@ version, sha256) recorded:
 
 Every document has a stable id, a domain and a source; the held-out split is by document (a short
 section follows its parent). The ``gpu``/``paper`` profiles load hub datasets through the same
-:func:`load_corpus`. A source that cannot be had is reported and skipped.
+:func:`load_corpus`.
+
+The downloads are pinned: each package at the version the book was built with, its file checked
+against that version's sha256, and from PyPI a wheel only, so no package's build code runs. A
+source that cannot be had (offline, a failed download, a file that is not the pinned one) is
+reported, with how to get it, and left out: the corpus is keyed by the sources it holds, so a
+reduced corpus never stands in for the full one, and a later call that can have the source builds
+the full corpus. A profile refuses to build without a domain its chapters need
+(:data:`PROFILE_NEEDS`) rather than train on less.
 """
 
 from __future__ import annotations
@@ -41,7 +49,6 @@ from .profiles import PROFILES, check
 
 SHORT_MAX_BYTES = 2048
 TEST_FRACTION = 0.05
-FORMAT_VERSION = 2  # bump when the corpus layout changes, so caches rebuild
 
 # (source, domain) the cpu profile reads; tiny reads only the standard library (present wherever
 # Python is, so the notebook tests download nothing).
@@ -69,6 +76,68 @@ HUB_SOURCES = {
 }
 # Caps (bytes per source) keep the cpu corpus at a size this machine trains on in minutes.
 PROFILE_CAPS = {"tiny": 1_500_000, "cpu": 12_000_000, "gpu": None, "paper": None}
+# The domains each profile's chapters draw on: pretraining mixes code, books and prose, ProLong's
+# long data is code and books, Llama 2 Long reads perplexity per domain. A profile refuses a corpus
+# in which none of a needed domain's sources could be had (on cpu the standard library is the only
+# code, each hub dataset the only source of its domain); a source missing beside others of its
+# domain (one of the two books, one of five prose sources) is reported and keyed out of the corpus.
+PROFILE_NEEDS = {
+    "tiny": ("code",),
+    "cpu": ("code", "books", "prose"),
+    "gpu": ("code", "books", "prose"),
+    "paper": ("code", "books", "prose"),
+}
+# The downloaded sources' packages: (version, sha256 of its file), as the book was built with. A
+# newer release is another corpus; a Debian point release may drop a version from the mirrors,
+# and https://snapshot.debian.org/binary/<package>/ keeps every version.
+PYPI_PINS = {
+    "bible-cli": ("1.0.3", "ecd64839573337c8dfe4ad00309ae5f323c33f53ee3e69e621694e982af84dcb"),
+}
+DEBIAN_PINS = {
+    "r-cran-janeaustenr": (
+        "1.0.0-1",
+        "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
+    ),
+    "python3.11-doc": (
+        "3.11.2-6+deb12u8",
+        "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b",
+    ),
+    "perl-doc": (
+        "5.36.0-7+deb12u3",
+        "e9e3564ff5ade27de0585835f2acad769bcc545c0a0045a9f55d5401f27f7591",
+    ),
+    "jargon-text": (
+        "4.4.7-4.1",
+        "17d05997e30eb3d5d6713929b8e2f81b63a5f50073858ad2a06701c71f54dcdb",
+    ),
+}
+
+
+def _apt_hint(package: str) -> str:
+    version = DEBIAN_PINS[package][0]
+    return (
+        f"apt-get download {package}={version} from a Debian bookworm apt source (every version: "
+        f"https://snapshot.debian.org/binary/{package}/)"
+    )
+
+
+# How to get each source, for the message that says it is missing.
+HOW_TO_GET = {
+    "stdlib": "the Python standard library's .py files (a full CPython installation)",
+    "janeaustenr": _apt_hint("r-cran-janeaustenr"),
+    "bible": f"pip download --no-deps --only-binary=:all: bible-cli=={PYPI_PINS['bible-cli'][0]}"
+    " from PyPI",
+    "python-doc": _apt_hint("python3.11-doc"),
+    "perl-doc": _apt_hint("perl-doc"),
+    "jargon": _apt_hint("jargon-text"),
+    "man-pages": "man pages under /usr/share/man (apt-get install man-db manpages; a minimal image "
+    "may exclude them in /etc/dpkg/dpkg.cfg.d/)",
+    "debian-readmes": "package READMEs under /usr/share/doc",
+    **{
+        f"hub-{domain}": f"the Hugging Face hub dataset {name} (network access; a login if gated)"
+        for domain, (name, _) in HUB_SOURCES.items()
+    },
+}
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -82,33 +151,39 @@ def _doc(source: str, domain: str, name: str, text: str) -> dict:
 # --- fetching packages ---------------------------------------------------------------------------
 
 
+def _pinned(path: Path, sha256: str) -> str:
+    """``path``'s sha256, which must be the pinned one (a corrupt or other file is refused)."""
+    digest = _sha256_bytes(path.read_bytes())
+    if digest != sha256:
+        raise RuntimeError(f"{path.name} has sha256 {digest}, not the pinned {sha256}")
+    return digest
+
+
 def _apt_download(package: str, workdir: Path) -> tuple[Path, dict]:
-    """``apt-get download`` a Debian package and unpack it; returns (root, provenance)."""
+    """``apt-get download`` a Debian package at its pinned version (:data:`DEBIAN_PINS`), check
+    its digest and unpack it (no maintainer script runs); returns (root, provenance)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["apt-get", "download", package], cwd=workdir, capture_output=True, text=True
-    )
-    if proc.returncode != 0 and "Unable to locate" in proc.stderr:  # package lists never fetched
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-        proc = subprocess.run(
-            ["apt-get", "download", package], cwd=workdir, capture_output=True, text=True
-        )
+    version, sha256 = DEBIAN_PINS[package]
+    cmd = ["apt-get", "download", f"{package}={version}"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0 and ("Unable to locate" in proc.stderr or "not found" in proc.stderr):
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)  # stale package lists
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     debs = sorted(workdir.glob(f"{package}_*.deb"))
     if proc.returncode != 0 or not debs:
-        raise RuntimeError(f"apt-get download {package} failed: {proc.stderr.strip()[-300:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
     deb = debs[-1]
+    digest = _pinned(deb, sha256)
     root = workdir / package
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    version = deb.name.split("_")[1]
-    return root, {
-        "package": f"debian:{package}",
-        "version": version,
-        "sha256": _sha256_bytes(deb.read_bytes()),
-    }
+    return root, {"package": f"debian:{package}", "version": version, "sha256": digest}
 
 
 def _pip_download(package: str, workdir: Path) -> tuple[Path, dict]:
+    """``pip download`` a package's wheel at its pinned version (:data:`PYPI_PINS`): wheels only
+    (a source distribution would run its build code), no dependencies, digest checked."""
     workdir.mkdir(parents=True, exist_ok=True)
+    version, sha256 = PYPI_PINS[package]
     cmd = [
         sys.executable,
         "-m",
@@ -116,21 +191,20 @@ def _pip_download(package: str, workdir: Path) -> tuple[Path, dict]:
         "download",
         "--quiet",
         "--no-deps",
+        "--only-binary=:all:",
         "-d",
         str(workdir),
-        package,
+        f"{package}=={version}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(workdir.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise RuntimeError(f"pip download {package} failed: {proc.stderr.strip()[-300:]}")
+        raise RuntimeError(
+            f"pip download {package}=={version} failed: {proc.stderr.strip()[-300:]}"
+        )
     whl = wheels[-1]
-    version = whl.name.split("-")[1]
-    return whl, {
-        "package": f"pypi:{package}",
-        "version": version,
-        "sha256": _sha256_bytes(whl.read_bytes()),
-    }
+    digest = _pinned(whl, sha256)
+    return whl, {"package": f"pypi:{package}", "version": version, "sha256": digest}
 
 
 # --- readers, one per source -----------------------------------------------------------------------
@@ -395,36 +469,43 @@ def _cap(docs: list[dict], cap: int | None) -> list[dict]:
     return kept
 
 
-def _build(folder: Path, sources: tuple[str, ...], cap: int | None) -> None:
+def _source(source: str, cap: int | None) -> Path:
+    """The cached artifact of one source: its documents (``docs.jsonl``, capped) and provenance.
+    Raises when the source cannot be had; nothing is cached then, so a later call tries again."""
+
+    def build(folder: Path) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            docs, prov = READERS[source](Path(tmp) / source)
+        docs = _cap(docs, cap)
+        prov.update(
+            status="ok",
+            domain=SOURCE_DOMAINS[source],
+            n_docs=len(docs),
+            n_bytes=sum(len(d["text"].encode()) for d in docs),
+        )
+        with open(folder / "docs.jsonl", "w") as f:
+            f.writelines(json.dumps(doc) + "\n" for doc in docs)
+        (folder / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True))
+
+    code = ("data", "hub") if source.startswith("hub-") else ("data",)  # hub: the pinned commits
+    config = {"source": source, "cap": cap, "code": cache.code_fingerprint(*code)}
+    return cache.cached("source", config, build)
+
+
+def _build(folder: Path, sources: dict[str, Path]) -> None:
+    """The corpus from the artifacts of the sources it holds (name -> :func:`_source` folder):
+    the held-out split by document, the short sections, every row sorted by id."""
     rows, provenance = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for source in sources:
-            try:
-                docs, prov = READERS[source](Path(tmp) / source)
-            except Exception as exc:  # a missing package or tool: report it and go on with the rest
-                provenance[source] = {
-                    "status": "unavailable",
-                    "reason": f"{type(exc).__name__}: {exc}"[:500],
-                }
-                print(
-                    f"lcx.data: source {source!r} unavailable ({exc}); continuing without it",
-                    file=sys.stderr,
-                )
-                continue
-            docs = _cap(docs, cap)
-            prov.update(
-                status="ok",
-                domain=SOURCE_DOMAINS[source],
-                n_docs=len(docs),
-                n_bytes=sum(len(d["text"].encode()) for d in docs),
-            )
-            provenance[source] = prov
-            test_ids = held_out([d["id"] for d in docs])
-            for doc in docs:
-                doc["parent"] = doc["id"]
-                for row in [doc, *short_sections(doc)]:
-                    row["split"] = "test" if doc["id"] in test_ids else "train"
-                    rows.append(row)
+    for source, src in sources.items():
+        with open(src / "docs.jsonl") as f:
+            docs = [json.loads(line) for line in f]
+        provenance[source] = json.loads((src / "provenance.json").read_text())
+        test_ids = held_out([d["id"] for d in docs])
+        for doc in docs:
+            doc["parent"] = doc["id"]
+            for row in [doc, *short_sections(doc)]:
+                row["split"] = "test" if doc["id"] in test_ids else "train"
+                rows.append(row)
     if not any(r["domain"] != "short" for r in rows):
         raise RuntimeError(f"too little data: no source could be read: {json.dumps(provenance)}")
     for row in rows:
@@ -434,13 +515,31 @@ def _build(folder: Path, sources: tuple[str, ...], cap: int | None) -> None:
     (folder / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
 
 
+def _check_needs(profile: str, sources: tuple[str, ...], provenance: dict) -> None:
+    """Refuse a corpus in which no source of a domain the profile needs could be had."""
+    for domain in PROFILE_NEEDS[profile]:
+        asked = [s for s in sources if SOURCE_DOMAINS[s] == domain]
+        if asked and not any(provenance[s].get("n_docs") for s in asked):
+            missing = "\n".join(
+                f"  {s}: {provenance[s].get('reason', 'no documents')}; to get it: "
+                f"{HOW_TO_GET.get(s, 'see lcx.data')}"
+                for s in asked
+            )
+            raise RuntimeError(
+                f"the {profile!r} profile needs {domain} documents, and none of its {domain} "
+                f"sources could be had (its models would train on less):\n{missing}"
+            )
+
+
 def load_corpus(profile: str, sources: tuple[str, ...] | None = None, cap: int | None = -1):
     """The corpus for a profile as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits.
 
     Columns: ``id``, ``source``, ``domain``, ``text``, ``parent``, ``split``, ``n_bytes``. The
     provenance of each source is the result's ``provenance`` attribute (package, version, sha256,
-    counts, or why it was unavailable), its cache key ``key``. Built once and cached
-    (``lcx.cache``).
+    counts, or why it was unavailable and how to get it), its cache key ``key``. Each source is
+    read once and cached on its own (:mod:`lcx.cache`), and the corpus is keyed by the sources it
+    holds: one that cannot be had is left out (a domain of :data:`PROFILE_NEEDS` without any is
+    an error) and tried again on the next call.
     ``cap``: bytes per source (default: the profile's), ``None`` for everything.
     """
     check("profile", profile, PROFILES)
@@ -448,14 +547,37 @@ def load_corpus(profile: str, sources: tuple[str, ...] | None = None, cap: int |
     for s in sources:
         check("sources", s, tuple(READERS))
     cap = PROFILE_CAPS[profile] if cap == -1 else cap
+    folders, provenance = {}, {}
+    for source in sources:
+        try:
+            folders[source] = _source(source, cap)
+        except Exception as exc:  # a missing package or tool: report it and go on with the rest
+            how = HOW_TO_GET.get(source, "see lcx.data")
+            provenance[source] = {
+                "status": "unavailable",
+                "domain": SOURCE_DOMAINS[source],
+                "reason": f"{type(exc).__name__}: {exc}"[:500],
+                "get": how,
+            }
+            print(
+                f"lcx.data: source {source!r} unavailable ({exc}); continuing without it "
+                f"(to get it: {how})",
+                file=sys.stderr,
+            )
+            continue
+        provenance[source] = json.loads((folders[source] / "provenance.json").read_text())
+    _check_needs(profile, sources, provenance)
+    if not any(p.get("n_docs") for p in provenance.values()):
+        raise RuntimeError(f"too little data: no source could be read: {json.dumps(provenance)}")
     config = {
-        "sources": sources,
+        "sources": list(folders),  # the sources it holds, not those asked for
         "cap": cap,
         "short_max_bytes": SHORT_MAX_BYTES,
         "test_fraction": TEST_FRACTION,
-        "format": FORMAT_VERSION,
+        "code": cache.code_fingerprint("data"),
     }
-    folder = cache.cached("corpus", config, lambda f: _build(f, sources, cap))
+    inputs = [f.name for f in folders.values()]
+    folder = cache.cached("corpus", config, lambda f: _build(f, folders), inputs=inputs)
     ds = datasets.load_from_disk(str(folder / "dataset"))
     out = datasets.DatasetDict(
         {
@@ -464,7 +586,7 @@ def load_corpus(profile: str, sources: tuple[str, ...] | None = None, cap: int |
         }
     )
     # Per source: package, version, sha256, counts, or why it was unavailable.
-    out.provenance = json.loads((folder / "provenance.json").read_text())
+    out.provenance = dict(sorted(provenance.items()))
     out.key = folder.name  # the cache key, for artifacts built from this corpus
     return out
 
@@ -495,7 +617,8 @@ def tokenize(corpus, tokenizer):
         )
         out.save_to_disk(str(folder / "dataset"))
 
-    folder = cache.cached("tokens", {"version": 1}, build, inputs=[corpus.key, tokenizer.key])
+    config = {"version": 1, "code": cache.code_fingerprint("data")}
+    folder = cache.cached("tokens", config, build, inputs=[corpus.key, tokenizer.key])
     out = datasets.load_from_disk(str(folder / "dataset"))
     out.key = folder.name
     return out
