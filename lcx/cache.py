@@ -50,6 +50,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -213,7 +214,8 @@ def cached(
     ``build`` writes files into the folder it is given; whatever it leaves there becomes the
     artifact. ``inputs`` are the keys (folder names) of upstream artifacts. An existing artifact
     is checked by :func:`is_complete` (file names and sizes; every digest with ``verify`` or
-    ``$LCX_VERIFY``); one that fails is rebuilt.
+    ``$LCX_VERIFY``); one that fails is rebuilt. The temporary folders that killed builds of it
+    left behind are removed when it is built again (:func:`_remove_orphans`).
     """
     folder = cache_root() / kind / key(kind, config, inputs)
     if is_complete(folder, verify):
@@ -224,7 +226,8 @@ def cached(
             return folder
         if folder.exists():  # truncated or corrupt: never load it
             shutil.rmtree(folder)
-        tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+        _remove_orphans(folder)
+        tmp = folder.parent / f".{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -247,6 +250,47 @@ def cached(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+# a temporary folder from another machine (or from lcx before folders named their host) is
+# removed only once this old: its owner cannot be asked whether it still runs
+ORPHAN_AGE_S = 30 * 24 * 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Remove the temporary folders (``.<key>.tmp-<host>-<pid>``) that builds of ``folder`` left
+    when they were killed: called under the artifact's lock, when it is about to be built again.
+
+    One named for this machine goes when its process is no longer alive (a live one, such as a
+    reused pid, is left). A pid means nothing on another machine sharing the cache (a network file
+    system), so a folder named for another host, or without a host (lcx before names carried
+    one), goes only when untouched for :data:`ORPHAN_AGE_S`. The lock already keeps two builds of
+    one artifact apart wherever it works across machines; these checks are for where it does not.
+    """
+    host, prefix = socket.gethostname(), f".{folder.name}.tmp-"
+    for tmp in folder.parent.glob(prefix + "*"):
+        owner, _, pid = tmp.name[len(prefix) :].rpartition("-")
+        if not pid.isdigit():
+            continue
+        if owner == host:
+            orphan = not _alive(int(pid))
+        else:
+            try:
+                orphan = time.time() - tmp.stat().st_mtime > ORPHAN_AGE_S
+            except FileNotFoundError:
+                continue
+        if orphan:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def manifest(folder: Path) -> dict:

@@ -1,8 +1,12 @@
 import builtins
 import io
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -158,6 +162,54 @@ def test_failed_build_leaves_nothing_behind(cache_dir):
         cache.cached("corpus", {"n": 2}, broken)
     leftovers = [p.name for p in (cache_dir / "corpus").iterdir() if not p.name.endswith(".lock")]
     assert leftovers == []
+
+
+def test_a_killed_builds_temporary_folder_goes_at_the_next_build(cache_dir):
+    """A build killed outright (SIGKILL: no ``finally`` runs) leaves its temporary folder; the
+    next build of that artifact removes it, its process being dead on this machine."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(__import__("lcx").__path__[0] + "/..")!r})
+os.environ["LCX_CACHE"] = {str(cache_dir)!r}
+from lcx import cache
+def build(folder):
+    (folder / "half.bin").write_bytes(b"x" * 100)
+    os.kill(os.getpid(), signal.SIGKILL)
+cache.cached("corpus", {{"n": 4}}, build)
+"""
+    killed = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in (cache_dir / "corpus").glob(".*.tmp-*")] != []
+    folder = cache.cached("corpus", {"n": 4}, writer("whole", []))
+    assert cache.is_complete(folder) and list((cache_dir / "corpus").glob(".*.tmp-*")) == []
+
+
+def test_only_the_temporary_folders_of_dead_builds_are_removed(cache_dir):
+    """A temporary folder is named for its host and process. One of a dead process on this
+    machine goes; a live one stays (a pid reused, or a build whose lock does not hold across
+    machines); one from another machine, or from lcx before names carried a host, whose process
+    cannot be asked about, goes only when untouched for ORPHAN_AGE_S."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    key = cache.key("corpus", {"n": 5})
+    here = socket.gethostname()
+    old = time.time() - cache.ORPHAN_AGE_S - 60
+    tmps = {
+        f"{here}-{dead.pid}": (None, False),
+        f"{here}-{os.getppid()}": (None, True),  # alive: the process that started pytest
+        f"elsewhere.example.org-{dead.pid}": (None, True),
+        f"elsewhere.example.org-{os.getppid()}": (old, False),
+        f"{dead.pid}": (None, True),  # no host
+        f"{os.getppid()}": (old, False),
+    }
+    for owner, (mtime, _) in tmps.items():
+        tmp = cache_dir / "corpus" / f".{key}.tmp-{owner}"
+        (tmp / "sub").mkdir(parents=True)
+        if mtime:
+            os.utime(tmp, (mtime, mtime))
+    cache.cached("corpus", {"n": 5}, writer("whole", []))
+    kept = {p.name.split(".tmp-")[1] for p in (cache_dir / "corpus").glob(".*.tmp-*")}
+    assert kept == {owner for owner, (_, stays) in tmps.items() if stays}
 
 
 def test_two_processes_build_once(cache_dir, tmp_path):
