@@ -562,20 +562,80 @@ def curriculum(
     return run(switched, tokens, tokenizer, long, [*inputs, run1.name], name=f"{name}-long")
 
 
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")  # full model or LoRA adapters
+# The checkpoint layouts the Trainer (transformers 5) resumes from, as it and accelerate name their
+# files: the optimizer's file and, for each, the weights that go with it (any one of them; an
+# index names shards that must all be there). Not here: accelerate's per-rank FSDP files (FSDP1's
+# LOCAL_STATE_DICT, or use_dcp=False, which the Trainer never passes), since how many ranks wrote
+# them cannot be told from the folder; DeepSpeed's, checked by its own ``latest`` file.
+CHECKPOINT_LAYOUTS = {
+    "one process or DDP": (
+        "optimizer.pt",
+        (
+            "model.safetensors",
+            "model.safetensors.index.json",
+            "adapter_model.safetensors",  # LoRA adapters
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+            "adapter_model.bin",
+        ),
+    ),
+    # accelerate's save_fsdp_optimizer / save_fsdp_model, FULL_STATE_DICT (lcx's FSDP runs)
+    "FSDP": ("optimizer.bin", ("pytorch_model_fsdp.bin",)),
+    # SHARDED_STATE_DICT, through torch.distributed.checkpoint, which writes .metadata last
+    "FSDP sharded": ("optimizer_0/.metadata", ("pytorch_model_fsdp_0/.metadata",)),
+}
+
+
+def checkpoint_complete(ckpt: Path) -> bool:
+    """Whether the Trainer finished writing ``ckpt`` (a ``checkpoint-<step>`` folder) in a layout
+    it resumes from. It writes ``trainer_state.json`` last, so that must parse (a kill or a full
+    disk can leave it cut short) and name this step; and the files written before it must be
+    there: ``scheduler.pt`` and the optimizer and weights of one of :data:`CHECKPOINT_LAYOUTS`.
+    A DeepSpeed checkpoint holds its states (the scheduler's possibly among them) in the
+    ``global_step<N>/`` folder named by its ``latest`` file, which ``engine.save_checkpoint``
+    writes last."""
+
+    def read_json(path: Path):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+
+    def there(name: str) -> bool:
+        if not name.endswith(".index.json"):
+            return (ckpt / name).is_file()
+        index = read_json(ckpt / name)
+        shards = index.get("weight_map") if isinstance(index, dict) else None
+        return isinstance(shards, dict) and all((ckpt / f).is_file() for f in shards.values())
+
+    state = read_json(ckpt / "trainer_state.json")
+    if not isinstance(state, dict) or f"checkpoint-{state.get('global_step')}" != ckpt.name:
+        return False
+    if (ckpt / "latest").is_file():
+        try:
+            states = ckpt / (ckpt / "latest").read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return False
+        return any(states.glob("*model_states.pt")) and any(states.glob("*optim_states.pt"))
+    return (ckpt / "scheduler.pt").is_file() and any(
+        there(optimizer) and any(there(w) for w in weights)
+        for optimizer, weights in CHECKPOINT_LAYOUTS.values()
+    )
 
 
 def last_checkpoint(work: Path) -> str | None:
-    """The newest complete checkpoint in ``work``; incomplete ones (a kill mid-save) are removed."""
-    for ckpt in sorted(
-        work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True
-    ):
-        if all((ckpt / f).is_file() for f in CHECKPOINT_FILES) and any(
-            (ckpt / f).is_file() for f in WEIGHT_FILES
-        ):
-            return str(ckpt)
-        shutil.rmtree(ckpt, ignore_errors=True)
+    """The newest complete checkpoint in ``work`` (:func:`checkpoint_complete`), or None: a
+    newer one cut short falls back to the one before. Nothing is deleted: the Trainer rewrites
+    an unfinished checkpoint when the resumed run reaches its step again, and a folder in a
+    layout not recognised here may be the only copy of a run's progress."""
+    steps = {
+        int(ckpt.name.removeprefix("checkpoint-")): ckpt
+        for ckpt in work.glob("checkpoint-*")
+        if ckpt.name.removeprefix("checkpoint-").isdigit() and ckpt.is_dir()
+    }
+    for step in sorted(steps, reverse=True):
+        if checkpoint_complete(steps[step]):
+            return str(steps[step])
     return None
 
 

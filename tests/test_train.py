@@ -391,19 +391,131 @@ def test_unsloth_backend_trains_adapters_through_get_peft_model_and_saves_them_m
     )
 
 
-@pytest.mark.parametrize("weights", ["model.safetensors", "adapter_model.safetensors", None])
-def test_last_checkpoint_accepts_full_or_adapter_weights(tmp_path, weights):
-    for step in (10, 20):
-        ckpt = tmp_path / f"checkpoint-{step}"
-        ckpt.mkdir()
-        for f in train.CHECKPOINT_FILES:
-            (ckpt / f).write_text("x")
-        if weights and step == 10:
-            (ckpt / weights).write_text("x")
-    found = train.last_checkpoint(tmp_path)
-    # checkpoint-20 has no weights (a kill mid-save): removed, and the complete one is used
-    assert not (tmp_path / "checkpoint-20").exists()
-    assert found == (str(tmp_path / "checkpoint-10") if weights else None)
+def write_checkpoint(work, step, files, state=True):
+    """A ``checkpoint-<step>`` folder holding ``files`` (paths inside it) and, with ``state``,
+    the trainer_state.json the Trainer writes last."""
+    ckpt = work / f"checkpoint-{step}"
+    for f in files:
+        (ckpt / f).parent.mkdir(parents=True, exist_ok=True)
+        (ckpt / f).write_text("x")
+    if state:
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
+
+
+TRAINER_FILES = ["optimizer.pt", "scheduler.pt", "rng_state.pth"]
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        ["model.safetensors"],
+        ["adapter_model.safetensors"],
+        ["model.safetensors.index.json", "model-00001-of-00002.safetensors"],
+        ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],  # no index
+        [],
+    ],
+)
+def test_last_checkpoint_accepts_full_adapter_or_sharded_weights(tmp_path, weights):
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        }
+    }
+    ckpt = write_checkpoint(tmp_path, 10, TRAINER_FILES + weights)
+    if "model.safetensors.index.json" in weights:
+        (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+        complete = write_checkpoint(tmp_path, 5, [*TRAINER_FILES, *index["weight_map"].values()])
+        (complete / "model.safetensors.index.json").write_text(json.dumps(index))
+        # checkpoint-10 lacks a shard its index names: the one before is used
+        assert train.last_checkpoint(tmp_path) == str(complete)
+    else:
+        complete = weights in (["model.safetensors"], ["adapter_model.safetensors"])
+        assert train.last_checkpoint(tmp_path) == (str(ckpt) if complete else None)
+    assert ckpt.is_dir()  # kept in every case
+
+
+def test_a_truncated_trainer_state_falls_back_to_the_checkpoint_before_and_is_kept(tmp_path):
+    """A trainer_state.json cut short (a full disk, a kill mid-write) is there as a file but is
+    not a finished checkpoint: the run resumes from the one before. Nothing is deleted (the
+    Trainer rewrites checkpoint-20 when it gets there again)."""
+    files = TRAINER_FILES + ["model.safetensors"]
+    before = write_checkpoint(tmp_path, 10, files)
+    cut = write_checkpoint(tmp_path, 20, files)
+    text = (cut / "trainer_state.json").read_text()
+    (cut / "trainer_state.json").write_text(text[: len(text) // 2])
+    assert train.last_checkpoint(tmp_path) == str(before)
+    (cut / "trainer_state.json").write_text(json.dumps({"global_step": 30}))  # another step's
+    assert train.last_checkpoint(tmp_path) == str(before)
+    (cut / "trainer_state.json").write_text(text)
+    assert train.last_checkpoint(tmp_path) == str(cut)
+    missing = write_checkpoint(tmp_path, 30, files, state=False)  # a kill before the state
+    assert train.last_checkpoint(tmp_path) == str(cut)
+    assert before.is_dir() and cut.is_dir() and missing.is_dir()
+
+
+# The layouts as transformers 5's Trainer and accelerate's save_fsdp_model/save_fsdp_optimizer
+# and DeepSpeed's engine.save_checkpoint name their files
+LAYOUTS = {
+    "fsdp full state dict": [
+        "model.safetensors",
+        "pytorch_model_fsdp.bin",
+        "optimizer.bin",
+        "scheduler.pt",
+    ],
+    "fsdp sharded state dict (DCP)": [
+        "pytorch_model_fsdp_0/__0_0.distcp",
+        "pytorch_model_fsdp_0/.metadata",
+        "optimizer_0/__0_0.distcp",
+        "optimizer_0/.metadata",
+        "scheduler.pt",
+    ],
+    "deepspeed zero-3": [
+        "global_step30/zero_pp_rank_0_mp_rank_00_model_states.pt",
+        "global_step30/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "latest",
+        "zero_to_fp32.py",
+    ],
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fsdp_and_deepspeed_checkpoints_are_resumed_from_and_never_deleted(tmp_path, layout):
+    """A checkpoint written by FSDP or DeepSpeed (no optimizer.pt) is a complete checkpoint: the
+    run resumes from it. Cut short (DCP's .metadata, DeepSpeed's latest, a rank's file missing)
+    it is passed over for the one before, and kept."""
+    before = write_checkpoint(tmp_path, 20, TRAINER_FILES + ["model.safetensors"])
+    ckpt = write_checkpoint(tmp_path, 30, LAYOUTS[layout])
+    if layout.startswith("deepspeed"):
+        (ckpt / "latest").write_text("global_step30")
+    assert train.last_checkpoint(tmp_path) == str(ckpt)
+    for f in LAYOUTS[layout]:
+        # not checked: what no resume reads, and DCP's data files (it writes .metadata after them)
+        if f in ("model.safetensors", "zero_to_fp32.py") or f.endswith(".distcp"):
+            continue
+        path = ckpt / f
+        saved = path.read_bytes()
+        path.unlink()
+        found = train.last_checkpoint(tmp_path)
+        path.write_bytes(saved)
+        assert found == str(before), f
+    assert before.is_dir() and ckpt.is_dir()
+
+
+def test_checkpoints_in_unknown_layouts_are_kept(tmp_path):
+    """A folder that is no checkpoint this code knows (XLA's per-rank optimizer, FSDP's files
+    per rank, whose number of ranks the folder does not tell, a name not a step) is neither
+    resumed from nor deleted."""
+    before = write_checkpoint(tmp_path, 10, TRAINER_FILES + ["model.safetensors"])
+    xla = write_checkpoint(tmp_path, 20, ["rank0-of-2-optimizer.pt", "scheduler.pt"])
+    per_rank = [
+        f"{name}_0_rank{r}.bin" for name in ("pytorch_model_fsdp", "optimizer") for r in (0, 1)
+    ]
+    fsdp = write_checkpoint(tmp_path, 30, [*per_rank, "scheduler.pt"])
+    odd = write_checkpoint(tmp_path, "final", TRAINER_FILES + ["model.safetensors"])
+    assert train.last_checkpoint(tmp_path) == str(before)
+    assert all(p.is_dir() for p in (before, xla, fsdp, odd))
 
 
 def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, tmp_path):
