@@ -403,9 +403,13 @@ def run(
             log = _train_here(model, data, recipe, work, folder / "model", tokenizer)
         (folder / "log.json").write_text(json.dumps(log))
         (folder / "recipe.json").write_text(json.dumps(recipe.config(), indent=2))
-        shutil.rmtree(work, ignore_errors=True)
 
-    return cache.cached("run", config, build, inputs=inputs)
+    done = cache.cached("run", config, build, inputs=inputs)
+    # commit, then clean: the checkpoints go only once the finished run is in place, so a kill
+    # while it is hashed or renamed resumes from them (a kill after the rename: the next call
+    # finds the run and cleans here)
+    shutil.rmtree(work, ignore_errors=True)
+    return done
 
 
 def _train_here(model, data, recipe: Recipe, work: Path, out: Path, tokenizer) -> list[dict]:

@@ -518,6 +518,42 @@ def test_checkpoints_in_unknown_layouts_are_kept(tmp_path):
     assert all(p.is_dir() for p in (before, xla, fsdp, odd))
 
 
+def test_a_run_stopped_while_it_is_committed_keeps_its_checkpoints(
+    tiny_setup, tmp_path, monkeypatch
+):
+    """Commit, then clean: a run stopped after training, while its finished artifact is hashed
+    (before the rename; some 12 s for an 8B checkpoint), keeps its checkpoints, so the next call
+    resumes from the last one instead of step 0; they go once the run is in place."""
+    tok, t = tiny_setup
+    recipe = train.Recipe(
+        seq_len=128, tokens=128 * 2 * 4, batch_tokens=128 * 2, lr=1e-3, save_every=2
+    )
+    real_sha256, real_last = cache._sha256, train.last_checkpoint
+
+    def stopped(path):
+        raise KeyboardInterrupt  # where a kill would land; the build stops here
+
+    monkeypatch.setattr(cache, "_sha256", stopped)
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="stopped")
+    (work,) = (tmp_path / "work").glob("stopped-*")
+    assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+    monkeypatch.setattr(cache, "_sha256", real_sha256)
+    resumed_from = []
+
+    def last(work):
+        resumed_from.append(real_last(work))
+        return resumed_from[-1]
+
+    monkeypatch.setattr(train, "last_checkpoint", last)
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+    run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="stopped")
+    assert resumed_from == [str(work / "checkpoint-4")]
+    assert not work.exists() and cache.is_complete(run, verify=True)
+
+
 def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, tmp_path):
     """The same weights loaded from two places (a moved or copied cache) make the same run."""
     import shutil
