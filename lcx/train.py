@@ -519,7 +519,7 @@ def _worker(spec: Path, work: Path, out: Path) -> None:
     model = install_xpos(LlamaForCausalLM.from_pretrained(spec / "start"))
     model.config.use_cache = False
     torch.set_flush_denormal(True)
-    trainer = _fit(model, torch.load(spec / "rows.pt"), recipe, work)
+    trainer = _fit(model, torch.load(spec / "rows.pt", weights_only=True), recipe, work)
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)

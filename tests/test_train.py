@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -552,6 +553,33 @@ def test_a_run_stopped_while_it_is_committed_keeps_its_checkpoints(
     run = train.run(model, t, tok, recipe, inputs=[t.key, tok.key, "init-0"], name="stopped")
     assert resumed_from == [str(work / "checkpoint-4")]
     assert not work.exists() and cache.is_complete(run, verify=True)
+
+
+class MakesAFolder:
+    """Unpickled, it makes a folder: code that loading a file would run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_a_launched_runs_rows_are_loaded_weights_only(tmp_path, monkeypatch):
+    """A rank of a launched run loads its rows with ``weights_only=True`` (tensors, lists, dicts;
+    never code), asked for explicitly, so it holds where ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    turns torch's default off: a rows file carrying a pickled call fails to load, the call not
+    made."""
+    spec = tmp_path / "launch"
+    models.new_model(models.tiny_config("tiny", 64, 32, 248.0)).save_pretrained(spec / "start")
+    recipe = train.Recipe(seq_len=32, tokens=64, batch_tokens=64, lr=1e-3)
+    (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
+    trace = tmp_path / "the call was made"
+    torch.save([MakesAFolder(trace)], spec / "rows.pt")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(pickle.UnpicklingError):
+        train._worker(spec, tmp_path / "work", tmp_path / "out")
+    assert not trace.exists()
 
 
 def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, tmp_path):
