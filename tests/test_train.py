@@ -28,9 +28,10 @@ print(train.run(m, t, tok, r, inputs=[t.key, tok.key, "init-0"], name="test"))
 """
 
 
-def run_script(cache_dir, steps, every):
-    env = {**os.environ, "LCX_CACHE": str(cache_dir)}
+def run_script(cache_dir, steps, every, name="test", env=(), prelude=""):
+    env = {**os.environ, "LCX_CACHE": str(cache_dir), **dict(env)}
     code = RUN.replace("STEPS", str(steps)).replace("EVERY", str(every))
+    code = prelude + code.replace('name="test"', f"name={name!r}")
     return subprocess.Popen(
         [sys.executable, "-c", code],
         env=env,
@@ -60,32 +61,134 @@ def test_training_learns_and_is_deterministic(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.slow  # a run killed with SIGKILL, resumed, and a clean run to compare
-def test_killed_run_resumes_to_the_same_result(tmp_path):
-    steps, every = 240, 20
-    reference = run_script(tmp_path / "ref", steps, every)
-    ref_out = Path(reference.communicate(timeout=300)[0].strip().splitlines()[-1])
+# Put before RUN in the resume tests' processes. Every training step appends the step it starts
+# from to $LCX_TEST_STEP_LOG (no gradient accumulation here: one call, one step), which shows
+# where a restarted process began and how many steps it trained. $LCX_TEST_KILL_AT kills the
+# process (SIGKILL, so no cleanup runs) at one point of the run or of its commit to the cache;
+# LCX_TEST_NO_RESUME=1 switches resuming off, under which these tests must fail.
+INSTRUMENT = """
+import json, os, signal
+from transformers.trainer_callback import TrainerState
+from lcx import cache, train
 
-    victim = run_script(tmp_path / "kill", steps, every)
-    work = tmp_path / "kill" / "work"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(work.glob("*/checkpoint-*/trainer_state.json")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    ckpts = list(work.glob("*/checkpoint-*"))
-    assert ckpts, "the run was killed before its first checkpoint"
-    assert not list((tmp_path / "kill" / "run").glob("*/log.json")), (
-        "the run finished before the kill"
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+STEP_LOG, KILL_AT = os.environ["LCX_TEST_STEP_LOG"], os.environ.get("LCX_TEST_KILL_AT")
+KILL_STEP = int(os.environ.get("LCX_TEST_KILL_STEP", "0"))
+training_step = train.LcxTrainer.training_step
+def logged_step(self, *args, **kwargs):
+    with open(STEP_LOG, "a") as f:
+        f.write(f"{self.state.global_step}\\n")
+    return training_step(self, *args, **kwargs)
+train.LcxTrainer.training_step = logged_step
+if os.environ.get("LCX_TEST_NO_RESUME") == "1":
+    train.last_checkpoint = lambda work: None
+
+if KILL_AT == "save":  # checkpoint KILL_STEP's weights written, its optimizer not
+    save = train.LcxTrainer._save_optimizer_and_scheduler
+    def half_saved(self, output_dir):
+        if self.state.global_step == KILL_STEP:
+            die()
+        save(self, output_dir)
+    train.LcxTrainer._save_optimizer_and_scheduler = half_saved
+elif KILL_AT == "state":  # checkpoint KILL_STEP's trainer_state.json cut short (a full disk)
+    to_json = TrainerState.save_to_json
+    def cut_short(self, path):
+        to_json(self, path)
+        if self.global_step == KILL_STEP:
+            os.truncate(path, os.path.getsize(path) // 2)
+            die()
+    TrainerState.save_to_json = cut_short
+elif KILL_AT == "hash":  # the finished run being hashed into its manifest, before the rename
+    sha256 = cache._sha256
+    cache._sha256 = lambda path: die() if "/run/." in str(path) else sha256(path)
+elif KILL_AT == "renamed":  # the finished run renamed into place, its checkpoints not yet removed
+    cached = cache.cached
+    def then_die(kind, *args, **kwargs):
+        folder = cached(kind, *args, **kwargs)
+        if kind == "run":
+            die()
+        return folder
+    cache.cached = then_die
+"""
+
+RESUME_STEPS, RESUME_EVERY = 30, 10
+
+
+@pytest.fixture(scope="module")
+def resume_cache(tmp_path_factory):
+    """A cache holding the tiny corpus, tokenizer and a reference run that no kill interrupted
+    (the resume tests' runs have names of their own, so keys of their own, in the same cache)."""
+    root = tmp_path_factory.mktemp("resume")
+    proc = run_script(root, RESUME_STEPS, RESUME_EVERY, name="reference")
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0
+    return root, Path(out.strip().splitlines()[-1])
+
+
+def logged_steps(path):
+    return [int(s) for s in path.read_text().split()] if path.exists() else []
+
+
+# where the kill lands -> the step the restarted run must start from (None: nothing to train)
+KILLS = {
+    "between": RESUME_EVERY,  # past checkpoint 10, short of 20
+    "save": RESUME_EVERY,  # during checkpoint 20's save: checkpoint 10 is the last complete one
+    "state": RESUME_EVERY,  # checkpoint 20's trainer_state.json cut short: back to 10
+    "hash": RESUME_STEPS,  # the run finished: its last checkpoint holds it all
+    "renamed": None,  # the run is in the cache: found, nothing trained
+}
+
+
+@pytest.mark.slow  # a reference run, then per kill a run killed with SIGKILL and its restart
+@pytest.mark.parametrize("kill", KILLS)
+def test_a_killed_run_resumes_from_its_last_complete_checkpoint(resume_cache, tmp_path, kill):
+    """A run killed anywhere (between checkpoints, while one is saved, while its trainer state is
+    written, while the finished run is hashed or just after it is renamed into the cache)
+    restarts from its last complete checkpoint, the step asserted: it trains only the steps
+    after it (a restart from step 0 would reach the same weights, so the weights alone prove
+    nothing), and ends at the reference run's losses and weights, its checkpoints and the
+    killed process's temporary folder removed."""
+    root, reference = resume_cache
+    victim_log, restart_log = tmp_path / "victim.steps", tmp_path / "restart.steps"
+    kill_env = {"LCX_TEST_KILL_AT": kill, "LCX_TEST_KILL_STEP": str(2 * RESUME_EVERY)}
+    victim = run_script(
+        root,
+        RESUME_STEPS,
+        RESUME_EVERY,
+        name=kill,
+        env={"LCX_TEST_STEP_LOG": str(victim_log), **kill_env},
+        prelude=INSTRUMENT,
     )
+    if kill == "between":  # from outside, once past the first checkpoint
+        deadline = time.time() + 300
+        while time.time() < deadline and max(logged_steps(victim_log), default=0) < 12:
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=300)
+    assert victim.returncode == -signal.SIGKILL
+    if kill == "between":
+        assert 12 <= max(logged_steps(victim_log)) < 2 * RESUME_EVERY - 1, "killed too late"
 
-    resumed = run_script(tmp_path / "kill", steps, every)
-    out = Path(resumed.communicate(timeout=300)[0].strip().splitlines()[-1])
-    assert resumed.returncode == 0
-    assert final_losses(out)[-1] == final_losses(ref_out)[-1]
-    wa, wb = train.load_run(out).state_dict(), train.load_run(ref_out).state_dict()
+    restart = run_script(
+        root,
+        RESUME_STEPS,
+        RESUME_EVERY,
+        name=kill,
+        env={"LCX_TEST_STEP_LOG": str(restart_log)},
+        prelude=INSTRUMENT,
+    )
+    out = Path(restart.communicate(timeout=600)[0].strip().splitlines()[-1])
+    assert restart.returncode == 0
+    start = KILLS[kill]
+    trained = logged_steps(restart_log)
+    assert trained == list(range(start if start is not None else RESUME_STEPS, RESUME_STEPS))
+    assert final_losses(out) == final_losses(reference)
+    wa, wb = train.load_run(out).state_dict(), train.load_run(reference).state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not list((root / "work").glob(f"{kill}-*")), "the checkpoints outlive the run"
+    assert not list((root / "run").glob(f".{out.name}.tmp-*")), "the killed build's folder is left"
 
 
 @pytest.fixture
