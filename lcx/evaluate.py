@@ -127,7 +127,9 @@ def loss_by_position(nll, bucket: int) -> pd.DataFrame:
     """Mean NLL (and its standard error over windows) per bucket of ``bucket`` positions, from a
     windows x positions tensor or array (:func:`token_nll`, :func:`nll`)."""
     # a copy: one memory layout, one summation order (and a cached array may be read-only)
-    nll = torch.as_tensor(np.array(nll)).contiguous()
+    nll = (
+        torch.tensor(nll) if isinstance(nll, np.ndarray) else torch.as_tensor(nll).clone()
+    ).contiguous()
     n, length = nll.shape
     rows = []
     for start in range(0, length, bucket):

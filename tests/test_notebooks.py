@@ -174,13 +174,16 @@ def test_bad_parameters_fail_in_the_first_cells(chapter, params, message, tmp_pa
 
 
 def make_dry_run(*args) -> list[str]:
-    """The commands ``make`` would run (``-n``), the venv taken as installed."""
+    """The commands ``make`` would run (``-n``), the venv taken as installed; run from ``make test``
+    too, so the outer make's flags and level are dropped (else "make[1]: Entering directory")."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     proc = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed-dev", *args],
+        ["make", "-n", "--no-print-directory", "-o", ".venv/.installed-dev", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
