@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from code_edits import edit_source
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lcx import evaluate, models, tasks
@@ -263,23 +264,6 @@ def test_memo_caches_tables_by_config_and_inputs(tmp_path, monkeypatch):
     edit_source(monkeypatch, "tasks", "", "CHANGED = 1\n")  # a changed task generator
     evaluate.memo("t", {"n": 1}, ["model-a"], compute)
     assert len(calls) == 4
-
-
-def edit_source(monkeypatch, module: str, old: str, new: str) -> None:
-    """Make the code fingerprints see lcx ``module`` with ``old`` replaced by ``new`` (``old``
-    empty: ``new`` put first), as if this process had loaded that code; no file changes."""
-    from lcx import cache
-
-    real = cache._source
-
-    def source(mod):
-        text = real(mod)
-        if mod.__name__ == f"lcx.{module}":
-            assert old.encode() in text, f"{old!r} is not in lcx/{module}.py"
-            text = text.replace(old.encode(), new.encode(), 1)
-        return text
-
-    monkeypatch.setattr(cache, "_source", source)
 
 
 SUBEM = 'return {"subem": metrics.substring_exact_match(prediction, answers)}'

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from code_edits import edit_source
 
 from lcx import attention, cache, data, models, train
 from lcx import rows as row_builders
@@ -701,21 +702,6 @@ def test_a_run_from_a_loaded_model_keys_on_the_model_not_its_folder(tiny_setup, 
     a = train.run(train.load_run(first), t, tok, cont, inputs=[t.key, first.name], name="b")
     b = train.run(train.load_run(copy), t, tok, cont, inputs=[t.key, first.name], name="b")
     assert a == b
-
-
-def edit_source(monkeypatch, module: str, old: str, new: str) -> None:
-    """Make the code fingerprints see lcx ``module`` with ``old`` replaced by ``new`` (``old``
-    empty: ``new`` put first), as if this process had loaded that code; no file changes."""
-    real = cache._source
-
-    def source(mod):
-        text = real(mod)
-        if mod.__name__ == f"lcx.{module}":
-            assert old.encode() in text, f"{old!r} is not in lcx/{module}.py"
-            text = text.replace(old.encode(), new.encode(), 1)
-        return text
-
-    monkeypatch.setattr(cache, "_source", source)
 
 
 def run_key(recipe: train.Recipe, rows=None) -> str:
