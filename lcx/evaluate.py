@@ -589,8 +589,14 @@ class Ref:
     def key(self) -> str:
         from . import cache
 
-        # a run folder is an absolute path, a hub id ("org/name") is not
-        name = Path(self.source).name if Path(self.source).is_absolute() else self.source
+        # a run folder is an absolute path (its name is its key); a hub id ("org/name") is keyed
+        # with the commit it loads at (lcx.hub.REVISIONS), so a new pin recomputes what used it
+        if Path(self.source).is_absolute():
+            name = Path(self.source).name
+        else:
+            from .hub import REVISIONS
+
+            name = f"{self.source}@{REVISIONS.get(self.source) or 'main'}"
         if not self.rope and self.xpos_center is None:
             return name
         change = {"source": name, "rope": dict(self.rope)}

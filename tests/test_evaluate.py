@@ -478,3 +478,17 @@ def test_averages_say_which_suite_cells_were_skipped():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate.headline_mean(suite, 100, 200)  # no skipped cell in that range: no warning
+
+
+def test_a_hub_models_key_names_the_commit_it_loads_at(monkeypatch, tmp_path):
+    from lcx import hub
+
+    repo = "meta-llama/Llama-2-7b-hf"
+    pinned = evaluate.Ref.of(repo).key
+    pinned_pi = evaluate.Ref.of(repo, method="linear", factor=8).key
+    assert pinned == f"{repo}@{hub.REVISIONS[repo]}"
+    monkeypatch.setitem(hub.REVISIONS, repo, "0" * 40)  # a new pin: new keys, RoPE change or not
+    assert evaluate.Ref.of(repo).key != pinned
+    assert evaluate.Ref.of(repo, method="linear", factor=8).key != pinned_pi
+    run = tmp_path / "run" / "l2long-ABF-cpu-0123"
+    assert evaluate.Ref.of(run).key == "l2long-ABF-cpu-0123"  # a run is keyed by its folder
