@@ -1,6 +1,21 @@
-"""The book's claims, as data: for each claim the chapter that tests it, the statement and the
-paper's numbers as its scorecard quotes them. A chapter's scorecard row names a claim by its id
-(:meth:`lcx.scorecard.Scorecard.add`), so a claim's words live here once, not in the notebook.
+"""The book's claims, as data: for each claim the chapter that tests it, the paper's source (table,
+figure or section), the statement as the book tests it, the paper's numbers, and its **parts**.
+
+A part is one thing the chapter measures or checks. Its ``kind`` is
+
+- ``empirical``: a comparison of two arms (models, lengths, data mixes) on a metric, judged by
+  :mod:`lcx.verdicts` from per-seed, per-example results: the direction the paper reports, the
+  **minimum effect** that counts (in the metric's units, fixed before the run, with its reason in
+  ``why``), or for "is kept" / "does not help" parts the **equivalence margin**; the metric's
+  **floor** (arms all at or below it cannot show anything) and the **gate** that makes the part
+  testable;
+- ``recipe``: the configuration is what the paper says (checked, never evidence);
+- ``arithmetic``: a formula checked against the paper's constants.
+
+A chapter's scorecard names a claim by its id (:meth:`lcx.scorecard.Scorecard.judge`) and hands
+over its results; the words, the thresholds and the verdict rule live here and in
+:mod:`lcx.verdicts`, once. :data:`SCALING` states how the papers' lengths and RoPE bases map to the
+miniatures; the book renders it.
 
 Claims R1-R4 (chapter 01) check RoPE's geometry; B1 (chapter 02) the base model; T1-T6 Together's
 LLaMA-2-7B-32K; L1-L7 Llama 2 Long; Q1-Q6 Llama-3 80K QLoRA; P1-P9 ProLong.
@@ -12,190 +27,372 @@ from dataclasses import dataclass
 
 from .llama2_long import TABLE_5_BOOKS
 
+KINDS = ("empirical", "recipe", "arithmetic")
+PAPERS = {
+    "01_rope": "RoPE and its extensions (Llama 2 Long, ProLong)",
+    "02_base_model": "A short-context base model (Llama 2 Long, Together, Llama-3 80K)",
+    "03_together_pi": "Together AI, LLaMA-2-7B-32K",
+    "04_llama2_long_abf": "Xiong et al., Effective Long-Context Scaling of Foundation Models (Llama 2 Long)",
+    "05_llama3_80k_qlora": "Zhang et al., Extending Llama-3's Context Ten-Fold Overnight",
+    "06_prolong": "Gao et al., How to Train Long-Context Language Models (Effectively) (ProLong)",
+}
+
+SCALING = """\
+**Scale.** The `cpu` profile trains tiny Llama-architecture models from scratch on this machine. The
+paper's native window maps to the tiny model's native window $W$ (Llama-2's 4K is $W$), and every
+length in a claim keeps its ratio to the native window: Llama-2 4K → 32K is $W$ → $8W$; Llama-3
+8K → 80K is $W$ → $10W$; ProLong 8K → 64K → 512K is $W$ → $8W$ → $64W$, or as far as memory allows.
+RoPE bases keep the papers' ratios: 10K → 500K is ×50 (ABF), 500K → 200M is ×400 (Llama-3 80K),
+500K → 8M is ×16 (ProLong).
+
+**Mirrored RoPE geometry.** What makes extension hard is how far the rotation angles at the window's
+edge are from those the model saw. A model with native window $W$ and the paper's base 10K sees, at
+$8W$, angles Llama-2 already saw inside its 4K window, so its "unchanged RoPE" variant may extend
+for free and claims such as L2 become untestable. So the miniature starts from a base scaled to its
+window, $b_W = b_{paper} (W / W_{paper})^{d/(d-2)}$ (NTK's formula run backwards; about 520 for
+Llama-2's 10K at $W = 256$ with $d = 32$), with a head dimension as close to the paper model's as the
+budget allows. Llama-2 (4K, base 10K) and Llama-3 (8K, base 500K) are different starting points.
+The base-model chapter shows both bases side by side, and every recipe table states the scaling.
+
+The `gpu` and `paper` profiles run the same notebooks on the papers' checkpoints and data, at the
+papers' lengths.
+"""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a claim (see the module's docstring); the thresholds are fixed before a run."""
+
+    name: str  # short, unique within its claim
+    kind: str  # "empirical", "recipe" or "arithmetic"
+    says: str  # what the part tests, in words
+    metric: str = ""  # empirical: the metric and its unit
+    arms: tuple[
+        str, str
+    ] = ()  # empirical: (treatment, reference), as the chapter's results name them
+    direction: int = 1  # +1: the paper has treatment > reference on the metric; -1: treatment <
+    min_effect: float = 0.0  # the smallest effect that counts (metric units, paper's side > 0)
+    margin: float | None = None  # equivalence: the largest loss that still counts as "kept"
+    why: str = ""  # one line: why this minimum effect or margin
+    floor: float | None = None  # every arm at or below it: at the metric's floor, not testable
+    gate: str = ""  # what must hold for the part to be testable, in words
+    paper_effect: str = ""  # the paper's effect, scaled to the metric where it can be
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"part {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == "empirical":
+            if len(self.arms) != 2 or not self.metric or not self.why:
+                raise ValueError(f"empirical part {self.name!r} needs a metric, two arms and why")
+            if self.direction not in (1, -1):
+                raise ValueError(f"part {self.name!r}: direction is +1 or -1")
+            if self.margin is None and self.min_effect <= 0:
+                raise ValueError(f"part {self.name!r}: a comparison needs a minimum effect > 0")
+            if self.margin is not None and self.margin <= 0:
+                raise ValueError(f"part {self.name!r}: an equivalence margin is > 0")
+
 
 @dataclass(frozen=True)
 class Claim:
     chapter: str  # the notebook that tests it
-    statement: str  # what the paper claims, as the book tests it (with its source)
-    paper: str  # the paper's numbers or words, as the scorecard quotes them
+    statement: str  # what the paper claims, as the book tests it
+    numbers: str  # the paper's numbers or words, as the scorecard quotes them
+    source: str  # the paper's table, figure or section
+    parts: tuple[Part, ...] = ()
+
+    @property
+    def paper(self) -> str:
+        return PAPERS[self.chapter]
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(f"no part {name!r}; the parts are {[p.name for p in self.parts]}")
 
 
-CLAIMS = {
+# --- 01_rope: begin (parts by the chapter's owner) ---
+_01_ROPE = {
     "R1": Claim(
         "01_rope",
         "RoPE's attention score decays heavily with distance; PI and ABF decay less (Llama 2 Long Fig. 4)",
         "qualitative (Fig. 4)",
+        "Llama 2 Long, Fig. 4",
+        parts=(),
     ),
     "R2": Claim(
         "01_rope",
         "Granularity of consecutive positions: PI α/ln b ≈ 0.027, ABF 1/(ln b + ln β) ≈ 0.076 (Llama 2 Long App. B)",
         "0.027 (PI, α=1/4), 0.076 (ABF, β=50)",
+        "Llama 2 Long, App. B, Thm. 1",
+        parts=(),
     ),
     "R3": Claim(
         "01_rope",
         "Dynamic NTK suggests ~4M for Llama-3 8K→64K and ~64M for 64K→512K; ProLong uses 8M and 128M (ProLong App. B.1)",
         "~4M, ~64M",
+        "ProLong, App. B.1",
+        parts=(),
     ),
     "R4": Claim(
         "01_rope",
         "Helix picture: PI shrinks the distance between consecutive positions, ABF keeps it (Llama 2 Long Fig. 8)",
         "PI: reduced considerably; ABF: almost the same; θ1 differs 6% (10K vs 500K, d=128)",
+        "Llama 2 Long, Fig. 8",
+        parts=(),
     ),
+}
+# --- 01_rope: end ---
+
+# --- 02_base_model: begin (parts by the chapter's owner) ---
+_02_BASE_MODEL = {
     "B1": Claim(
         "02_base_model",
         "An unextended model fails past its native window (Llama 2 Long Fig. 9a; Together's table; Llama-3 80K Fig. 2)",
         "loss explodes past 4K; no perplexity past 4K; topic retrieval fails past ~9K",
+        "Llama 2 Long Fig. 9a; Together's perplexity table; Llama-3 80K Fig. 2",
+        parts=(),
     ),
+}
+# --- 02_base_model: end ---
+
+# --- 03_together_pi: begin (parts by the chapter's owner) ---
+_03_TOGETHER_PI = {
     "T1": Claim(
         "03_together_pi",
         "PI + continued pretraining: perplexity per byte keeps falling to 8W; the base model has none past W",
         "1.768 -> 1.742 from 2K to 32K; LLaMA-2 N/A past 4K",
+        "Together, perplexity table",
+        parts=(),
     ),
     "T2": Claim(
         "03_together_pi",
         "Short-context quality is kept",
         "+0.5% per byte at 2K",
+        "Together, perplexity table (2K)",
+        parts=(),
     ),
     "T3": Claim(
         "03_together_pi",
         "The two-phase data recipe (mixtures, length filter, packed in-context examples)",
         "25/25/25/25 phase 1, drop < 2K; phase 2 packed to 32K",
+        "Together, data recipe",
+        parts=(),
     ),
     "T4": Claim(
         "03_together_pi",
         "Multi-document QA: falls with k; PI beats truncated base; fine-tuning lifts every k",
         "0.315 -> 0.223 (32K); 0.245 -> 0.193 (LLaMA-2); fine-tuned +0.15..+0.18",
+        "Together, multi-document QA table",
+        parts=(),
     ),
     "T5": Claim(
         "03_together_pi",
         "BookSum-format summarization: the fine-tuned model beats the base model on ROUGE-1/2/L",
         "R1/R2/RL 0.355/0.072/0.175 vs 0.063/0.008/0.042",
+        "Together, BookSum table",
+        parts=(),
     ),
     "T6": Claim(
         "03_together_pi",
         "The attention implementation decides memory and throughput as context grows",
         "baseline OOM at 8K; FA2 1.6x over FA1 at 32K",
+        "Together, FlashAttention-2 section",
+        parts=(),
     ),
+}
+# --- 03_together_pi: end ---
+
+# --- 04_llama2_long_abf: begin (parts by the chapter's owner) ---
+_04_LLAMA2_LONG_ABF = {
     "L1": Claim(
         "04_llama2_long_abf",
         "At 8W perplexity orders RoPE > PI > ABF, and only ABF keeps FIRST-SENTENCE-RETRIEVAL to 8W",
         "Table 5 (Books): "
         + ", ".join(f"{v} {p}" for v, p in TABLE_5_BOOKS.items())
         + "; Fig. 5: only ABF retrieves to 32K",
+        "Llama 2 Long, Table 5 and Fig. 5",
+        parts=(),
     ),
     "L2": Claim(
         "04_llama2_long_abf",
         "Unchanged RoPE trained at 8W cannot attend beyond ~1-1.5W",
         "§4.1: attention beyond ~6K is lost with the original RoPE",
+        "Llama 2 Long, §4.1",
+        parts=(),
     ),
     "L3": Claim(
         "04_llama2_long_abf",
         "Loss vs context follows (alpha/c)^beta + gamma",
         "Fig. 1: good fits for every size",
+        "Llama 2 Long, Fig. 1",
+        parts=(),
     ),
     "L3b": Claim(
         "04_llama2_long_abf",
         "The larger model has the larger beta",
         "Fig. 1: beta grows from 7B to 70B",
+        "Llama 2 Long, Fig. 1",
+        parts=(),
     ),
     "L4": Claim(
         "04_llama2_long_abf",
         "Short-context quality is kept",
         "Table 6: on par or better than Llama 2",
+        "Llama 2 Long, Table 6",
+        parts=(),
     ),
     "L5": Claim(
         "04_llama2_long_abf",
         "A 4K -> 32K curriculum costs up to ~40% fewer FLOPs than 32K from scratch at equal tokens",
         "Table 10: 3.783e22 from scratch, 2.270e22 switching at 80%",
+        "Llama 2 Long, Table 10",
+        parts=(),
     ),
     "L5b": Claim(
         "04_llama2_long_abf",
         "The curricula match 32K from scratch on long-context quality",
         "Table 11: CC ppl 7.67 from scratch, 7.59 for every curriculum; Table 10 QA on par",
+        "Llama 2 Long, Tables 10 and 11",
+        parts=(),
     ),
     "L6": Claim(
         "04_llama2_long_abf",
         "In long instruction tuning, the LM loss on the long input improves downstream QA",
         "Table 9: Qasper 35.7 -> 38.9, NarrativeQA 22.3 -> 23.3, QuALITY 59.3 -> 77.3",
+        "Llama 2 Long, Table 9",
+        parts=(),
     ),
     "L7": Claim(
         "04_llama2_long_abf",
         "Past the training length ABF stays flat; the unextended base explodes",
         "App. C",
+        "Llama 2 Long, App. C",
+        parts=(),
     ),
+}
+# --- 04_llama2_long_abf: end ---
+
+# --- 05_llama3_80k_qlora: begin (parts by the chapter's owner) ---
+_05_LLAMA3_80K_QLORA = {
     "Q1": Claim(
         "05_llama3_80k_qlora",
         "QLoRA (4-bit, r=32, alpha=16, q/k/v/o + embeddings), base x400, lr 5e-5 linear, 1 epoch extends W -> 10W",
         "8K -> 80K in 8 hours on 8xA800",
+        "Llama-3 80K, §2",
+        parts=(),
     ),
     "Q2": Claim(
         "05_llama3_80k_qlora",
         "Needle-in-a-haystack ~100% over the training length and still high past it",
         "Fig. 1: 100% to 80K, high to 128K",
+        "Llama-3 80K, Fig. 1",
+        parts=(),
     ),
     "Q3": Claim(
         "05_llama3_80k_qlora",
         "Topic retrieval: the base fails past its window, the extended model stays ~100%",
         "Fig. 2: base fails past 9K; 80K model 100% to 70 topics",
+        "Llama-3 80K, Fig. 2",
+        parts=(),
     ),
     "Q4": Claim(
         "05_llama3_80k_qlora",
         "Short-context ability drops only slightly",
         "Table 3: MMLU 65.91 -> 64.44",
+        "Llama-3 80K, Table 3",
+        parts=(),
     ),
     "Q5": Claim(
         "05_llama3_80k_qlora",
         "Synthetic long QA (single-detail, multi-detail, biography) as multi-turn conversations, mixed with short LM and instruction data",
         "3.5K GPT-4 conversations + 5K RedPajama + 12K LongAlpaca",
+        "Llama-3 80K, §2 (data)",
+        parts=(),
     ),
     "Q6": Claim(
         "05_llama3_80k_qlora",
         "QLoRA costs less memory than LoRA and full fine-tuning at the target length",
         "one 8xA800 node, no parallelism needed (Unsloth)",
+        "Llama-3 80K, §2 and §4",
+        parts=(),
     ),
+}
+# --- 05_llama3_80k_qlora: end ---
+
+# --- 06_prolong: begin (parts by the chapter's owner) ---
+_06_PROLONG = {
     "P1": Claim(
         "06_prolong",
         "Perplexity improves with more long data while the suite gets worse at 100% long",
         "Fig. 1: PPL falls from 40% to 100% long; the suite peaks at 60%",
+        "ProLong, Fig. 1",
+        parts=(),
     ),
     "P2": Claim(
         "06_prolong",
         "Code repos help recall most, books ICL/summarization, 1:1 is best overall",
         "Table 4: recall 99.2 code / 94.9 books; ICL 61.2 / 72.2; avg 52.3 / 53.8 / 54.6 (1:1)",
+        "ProLong, Table 4",
+        parts=(),
     ),
     "P3": Claim(
         "06_prolong",
         "60% long / 40% short beats 100% long; short quality falls as the long share grows",
         "Fig. 3: best average at 60%; short average falls monotonically",
+        "ProLong, Fig. 3",
+        parts=(),
     ),
     "P4": Claim(
         "06_prolong",
         "A RoPE base ~2x dynamic NTK's suggestion beats the suggestion, which beats the original",
         "Table 18: avg 29.1 (0.5M), 48.7 (4M), 54.6 (8M)",
+        "ProLong, Table 18",
+        parts=(),
     ),
     "P5": Claim(
         "06_prolong",
         "Document masking improves long- and short-context scores",
         "Table 20: avg 53.6 -> 54.6, short 64.9 -> 65.5",
+        "ProLong, Table 20",
+        parts=(),
     ),
     "P6": Claim(
         "06_prolong",
         "Training beyond the evaluation length improves scores at the evaluation length",
         "Table 7: +4B at 512K beats +4B at 64K on every category at 64K",
+        "ProLong, Table 7",
+        parts=(),
     ),
     "P7": Claim(
         "06_prolong",
         "Short-only SFT is enough; synthetic long instruction data does not help",
         "Table 8: avg 55.7 (0%), 54.1 (1%), 53.9 (10%), 43.3 (50%)",
+        "ProLong, Table 8",
+        parts=(),
     ),
     "P8": Claim(
         "06_prolong",
         "Per-document attention plus minibatch reordering raises throughput; loss averaged over tokens",
         "Table 15: 2770 -> 2780 (+0.4%) -> 3095 (+11.7%) tok/s/GPU on 8 H100s",
+        "ProLong, Table 15 and §A.3",
+        parts=(),
     ),
     "P9": Claim(
         "06_prolong",
         "HELMET's categories at several lengths, per category and macro-averaged",
         "Table 10: ProLong 8B avg 60.2 (recall 99.4, RAG 66.0, ICL 81.1, re-rank 33.2, QA 40.8, summ 40.5)",
+        "ProLong, Table 10",
+        parts=(),
     ),
+}
+# --- 06_prolong: end ---
+
+CLAIMS = {
+    **_01_ROPE,
+    **_02_BASE_MODEL,
+    **_03_TOGETHER_PI,
+    **_04_LLAMA2_LONG_ABF,
+    **_05_LLAMA3_80K_QLORA,
+    **_06_PROLONG,
 }

@@ -24,7 +24,7 @@ def test_verdict_rule():
 
 def test_scorecard_roundtrip_and_collect(tmp_path, monkeypatch):
     monkeypatch.setenv("LCX_RESULTS", str(tmp_path))
-    for chapter, claims in [("02_b", ["B1"]), ("01_a", ["R1", "R2"])]:
+    for chapter, claims in [("02_base_model", ["B1"]), ("01_rope", ["R1", "R2"])]:
         card = Scorecard(chapter, "cpu")
         for claim in claims:
             card.add(claim, "0.9", "tiny", {"ours > 0.5": True, "ours > 0.8": claim != "R2"})
@@ -32,27 +32,27 @@ def test_scorecard_roundtrip_and_collect(tmp_path, monkeypatch):
         assert list(frame.claim) == claims
         saved = json.loads((tmp_path / "cpu" / chapter / "metrics.json").read_text())
         assert saved["chapter"] == chapter and "torch" in saved["environment"]
-    data = json.loads((tmp_path / "cpu" / "01_a" / "scorecard.json").read_text())
+    data = json.loads((tmp_path / "cpu" / "01_rope" / "scorecard.json").read_text())
     assert [r["claim"] for r in data["rows"]] == ["R1", "R2"]
     table = collect("cpu", root=tmp_path)
-    assert list(table["chapter"]) == ["01_a", "01_a", "02_b"]
+    assert list(table["chapter"]) == ["01_rope", "01_rope", "02_base_model"]
     assert list(table["verdict"]) == ["reproduced", "partly", "reproduced"]
     assert collect("gpu", root=tmp_path).empty
     # a scorecard written anywhere else is written, not published; and a chapter saves once
     card.save(tmp_path / "cpu", {"chapter": "elsewhere"})
     assert (tmp_path / "cpu" / "scorecard.json").is_file()
     with pytest.raises(FileNotFoundError, match="saves its scorecard once"):
-        card.save(tmp_path / "cpu" / ".02_b.partial")
+        card.save(tmp_path / "cpu" / ".02_base_model.partial")
 
 
 def test_scorecard_rows_quote_the_registry_and_compute_their_verdict():
     from lcx.claims import CLAIMS
 
-    card = Scorecard("01_a", "cpu")
+    card = Scorecard("01_rope", "cpu")
     row = card.add("R2", "0.03", "tiny", {"a": True, "b": False}, note="; testable when x")
-    assert (row.statement, row.paper) == (CLAIMS["R2"].statement, CLAIMS["R2"].paper)
+    assert (row.statement, row.paper) == (CLAIMS["R2"].statement, CLAIMS["R2"].numbers)
     assert (row.verdict, row.rule) == ("partly", "a; b; testable when x")
-    row = card.add("T6", "-", "tiny", {}, testable=False, rule="run_systems=False")
+    row = card.add("R3", "-", "tiny", {}, testable=False, rule="run_systems=False")
     assert (row.verdict, row.rule) == ("not testable at this scale", "run_systems=False")
     with pytest.raises(ValueError, match="already"):
         card.add("R2", "o", "tiny", {"a": True})
