@@ -112,46 +112,196 @@ class Claim:
 
 
 # --- 01_rope: begin (parts by the chapter's owner) ---
+@dataclass(frozen=True)
+class Formula(Part):
+    """An arithmetic part of chapter 01: a number computed from RoPE's formulas (``lcx.rope``)
+    holds when it lies strictly between ``low`` and ``high`` (``None``: no bound). The bounds are
+    the paper's constant to its printed precision, or the paper's words ("decays", "reduced
+    considerably", "almost the same") as a ratio, fixed before computing; ``says`` states them."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return (self.low is None or value > self.low) and (self.high is None or value < self.high)
+
+
+def _num(x: float) -> str:
+    return f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x:g}"
+
+
+def _formula(name: str, says: str, low: float | None = None, high: float | None = None):
+    """A :class:`Formula` whose ``says`` ends with the bounds it holds within."""
+    if low is not None and high is not None:
+        bounds = f"between {_num(low)} and {_num(high)}"
+    else:
+        bounds = f"above {_num(low)}" if low is not None else f"below {_num(high)}"
+    return Formula(name, "arithmetic", f"{says}; holds {bounds}", low=low, high=high)
+
+
 _01_ROPE = {
     "R1": Claim(
         "01_rope",
         "RoPE's attention score decays heavily with distance; PI and ABF decay less (Llama 2 Long Fig. 4)",
         "qualitative (Fig. 4)",
         "Llama 2 Long, Fig. 4",
-        parts=(),
+        parts=(
+            _formula(
+                "RoPE decays",
+                "RoPE (base 10K, d = 128), all-ones q and k: mean |score| at 4K-32K (Fig. 4's "
+                "4K window to its 32K target) over its mean at 1-128",
+                high=1.0,
+            ),
+            _formula(
+                "PI decays less",
+                "mean |score| at 4K-32K, PI x8 (base 10K) over RoPE",
+                low=1.0,
+            ),
+            _formula(
+                "ABF decays less",
+                "mean |score| at 4K-32K, ABF (base 500K) over RoPE",
+                low=1.0,
+            ),
+        ),
     ),
     "R2": Claim(
         "01_rope",
         "Granularity of consecutive positions: PI α/ln b ≈ 0.027, ABF 1/(ln b + ln β) ≈ 0.076 (Llama 2 Long App. B)",
         "0.027 (PI, α=1/4), 0.076 (ABF, β=50)",
         "Llama 2 Long, App. B, Thm. 1",
-        parts=(),
+        parts=(
+            _formula(
+                "PI limit",
+                "α/ln b for PI (α = 1/4, b = 10K) against the printed 0.027, to its last digit",
+                low=0.0265,
+                high=0.0275,
+            ),
+            _formula(
+                "ABF limit",
+                "1/(ln b + ln β) for ABF (b = 10K, β = 50) against the printed 0.076, to its "
+                "last digit",
+                low=0.0755,
+                high=0.0765,
+            ),
+            _formula(
+                "ABF finer than PI",
+                "exact granularity at d = 128, ABF (β = 50) over PI (α = 1/4)",
+                low=1.0,
+            ),
+            _formula(
+                "PI near its limit",
+                "PI (α = 1/4): exact granularity at d = 128 over the paper's limit (an "
+                "approximation 'of a high quality': within 10%)",
+                low=0.9,
+                high=1.1,
+            ),
+            _formula(
+                "ABF near its limit",
+                "ABF (β = 50): exact granularity at d = 128 over the paper's limit (within 10%)",
+                low=0.9,
+                high=1.1,
+            ),
+        ),
     ),
     "R3": Claim(
         "01_rope",
         "Dynamic NTK suggests ~4M for Llama-3 8K→64K and ~64M for 64K→512K; ProLong uses 8M and 128M (ProLong App. B.1)",
         "~4M, ~64M",
         "ProLong, App. B.1",
-        parts=(),
+        parts=(
+            _formula(
+                "8K→64K",
+                "NTK suggestion b·t^(d/(d-2)) for Llama-3 8K→64K (b = 500K, t = 8, d = 128) "
+                "against the paper's ~4M, within 5%",
+                low=4e6 * 0.95,
+                high=4e6 * 1.05,
+            ),
+            _formula(
+                "64K→512K",
+                "NTK suggestion for 64K→512K from ProLong's 8M (t = 8, d = 128) against the "
+                "paper's ~64M, within 5%",
+                low=64e6 * 0.95,
+                high=64e6 * 1.05,
+            ),
+        ),
     ),
     "R4": Claim(
         "01_rope",
         "Helix picture: PI shrinks the distance between consecutive positions, ABF keeps it (Llama 2 Long Fig. 8)",
         "PI: reduced considerably; ABF: almost the same; θ1 differs 6% (10K vs 500K, d=128)",
         "Llama 2 Long, Fig. 8",
-        parts=(),
+        parts=(
+            _formula(
+                "PI crowds positions",
+                "mean distance between the helix's consecutive dots (positions 0-10, pair 0 "
+                "against the pair whose ABF frequency is half RoPE's, d = 128), PI (α = 1/4) "
+                "over RoPE: 'reduced considerably' as at least halved",
+                high=0.5,
+            ),
+            _formula(
+                "ABF keeps spacing",
+                "the same distance, ABF (β = 50) over RoPE: 'almost the same' as within 10%",
+                low=0.9,
+                high=1.1,
+            ),
+            _formula(
+                "θ1 changes 6%",
+                "1 - θ1(base 500K) / θ1(base 10K) at d = 128 against the printed 6%, to its last "
+                "digit",
+                low=0.055,
+                high=0.065,
+            ),
+        ),
     ),
 }
 # --- 01_rope: end ---
 
 # --- 02_base_model: begin (parts by the chapter's owner) ---
+# B1's gate: a base model that cannot copy the key at W (per digit; chance 0.1) shows nothing by
+# failing past W. lcx.pretrained.b1_gates computes it.
+B1_PASSKEY_GATE = 0.5
+_ONE_SEED = "chapter 02 trains one base seed, so the interval counts the evaluation examples only"
 _02_BASE_MODEL = {
     "B1": Claim(
         "02_base_model",
         "An unextended model fails past its native window (Llama 2 Long Fig. 9a; Together's table; Llama-3 80K Fig. 2)",
         "loss explodes past 4K; no perplexity past 4K; topic retrieval fails past ~9K",
         "Llama 2 Long Fig. 9a; Together's perplexity table; Llama-3 80K Fig. 2",
-        parts=(),
+        parts=tuple(
+            Part(
+                f"nll {k}",
+                "empirical",
+                f"held-out loss of {k}-token windows against W-token windows, paired by window "
+                "index (the first windows open the same held-out documents at every length)",
+                metric="mean NLL per token of a held-out window (nats)",
+                arms=(k, "W"),
+                direction=1,
+                min_effect=0.693,
+                why="the loss 'explodes' past the window (Fig. 9a; Together's table has no "
+                "perplexity past 4K): at least a doubling of perplexity, ln 2 = 0.693 nats a "
+                f"token; {_ONE_SEED}",
+                paper_effect="explodes past 4K (Fig. 9a); undefined past 4K (Together)",
+            )
+            for k in ("8W", "16W")
+        )
+        + (
+            Part(
+                "passkey",
+                "empirical",
+                "passkey per-digit accuracy past 8W (the mean of 8W and 16W for the same key and "
+                "depth) against W, example by example",
+                metric="passkey per-digit accuracy, teacher-forced (chance 0.1)",
+                arms=("8W-16W", "W"),
+                direction=-1,
+                min_effect=0.3,
+                why="'fails' (topic retrieval from 100% to ~0 past ~9K, Llama-3 80K Fig. 2) "
+                f"scaled to a base that passes the gate: from {B1_PASSKEY_GATE:g} per digit at W "
+                f"most of the way to chance, at least 0.3 down; {_ONE_SEED}",
+                floor=0.1,
+                gate=f"passkey per digit >= {B1_PASSKEY_GATE:g} at W",
+                paper_effect="100% -> ~0 past ~9K (Llama-3 80K Fig. 2, topic retrieval)",
+            ),
+        ),
     ),
 }
 # --- 02_base_model: end ---

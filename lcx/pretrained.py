@@ -3,7 +3,7 @@
 On ``tiny``/``cpu`` a base model is a tiny Llama trained from scratch at its native window W on the
 local corpus, standing in for a paper model at its native window: ``llama2`` for Llama-2 at 4K with
 base 10K, ``llama3`` for Llama-3 at 8K with base 500K. Its RoPE base *mirrors the paper model's
-geometry* (``../shared/claims.md``): ``b_W = b_paper * (W / W_paper) ** (d / (d - 2))``, the NTK
+geometry* (:data:`lcx.claims.SCALING`): ``b_W = b_paper * (W / W_paper) ** (d / (d - 2))``, the NTK
 formula run backwards, so the rotation angles at kW are those the paper model sees at kW_paper.
 ``llama2-paperbase`` keeps the paper's base (10K) at W, the contrast chapter 02 shows.
 On ``gpu``/``paper`` the base model is the released checkpoint.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import data, evaluate, models, rope, train
+from . import data, evaluate, models, rope, train, verdicts
 from .profiles import PROFILES, check, pick
 
 
@@ -210,3 +210,42 @@ def context_use(ppl, passkey, by_position, W: int) -> dict:
         "context_gain_nats": float(t.nll.iloc[0] - t[(t.start > W // 2) & (t.end <= W)].nll.mean()),
         "near_copy_at_w": float(by_length.near_copy.loc[W]),
     }
+
+
+def b1_results(windows, passkey, W: int, seed: int = 0) -> dict:
+    """Claim B1's results for :meth:`lcx.scorecard.Scorecard.judge` (part -> a
+    :func:`lcx.verdicts.table`, or why the part could not run), from one base model's per-window
+    NLL (:func:`lcx.evaluate.perplexity_windows`, lengths W, 8W, 16W) and per-example passkey
+    (:func:`lcx.evaluate.passkey_examples`, or ``None``): the windows pair by index; a passkey
+    example is its key and depth, its score past 8W the mean of its 8W and 16W scores."""
+    nll = {n: g.set_index("window")["nll"] for n, g in windows.groupby("length")}
+    out = {
+        f"nll {k}W": verdicts.table({(f"{k}W", seed): nll[k * W], ("W", seed): nll[W]})
+        for k in (8, 16)
+    }
+    lengths = set() if passkey is None else set(passkey["length"])
+    if {W, 8 * W, 16 * W} <= lengths:
+        by = passkey.assign(
+            example=passkey.depth.map("{:g}".format) + "/" + passkey.example.astype(str)
+        )
+        at_w = by[by.length == W].set_index("example")["per_digit"]
+        past = by[by.length.isin([8 * W, 16 * W])].groupby("example")["per_digit"].mean()
+        out["passkey"] = verdicts.table({("8W-16W", seed): past, ("W", seed): at_w})
+    else:
+        out["passkey"] = (
+            f"no passkey at W, 8W and 16W (lengths evaluated: {sorted(lengths)}; a prompt needs "
+            "more tokens than W holds)"
+        )
+    return out
+
+
+def b1_gates(passkey, W: int) -> dict:
+    """B1's gate (:data:`lcx.claims.B1_PASSKEY_GATE`): the base model copies the passkey at W
+    (mean per-digit accuracy) well enough for its failure past W to mean something."""
+    from .claims import B1_PASSKEY_GATE, CLAIMS
+
+    if passkey is None or W not in set(passkey["length"]):
+        return {}
+    at_w = float(passkey.loc[passkey.length == W, "per_digit"].mean())
+    gate = CLAIMS["B1"].part("passkey").gate
+    return {"passkey": (at_w >= B1_PASSKEY_GATE, f"{gate}: {at_w:.2f} here")}

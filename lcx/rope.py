@@ -580,3 +580,71 @@ def distance_grid(max_distance: int, n: int | None = None) -> torch.Tensor:
         return torch.arange(0, max_distance + 1, dtype=torch.float64)
     grid = torch.logspace(0, math.log10(max_distance), n).round()
     return torch.unique(torch.cat([torch.zeros(1), grid]).double())
+
+
+# --- Claims R1-R4: the chapter's numbers as the registry's arithmetic parts (lcx.claims) --------
+
+
+def decay_values(near, far, rope: str, pi: str, abf: str) -> dict:
+    """R1's numbers (Llama 2 Long Fig. 4) from the mean ``|score|`` levels of
+    :func:`mean_abs_between` at short range (``near``) and long range (``far``), each indexed by
+    variant name: RoPE's long-range level over its short-range level, and PI's and ABF's
+    long-range levels over RoPE's."""
+    return {
+        "RoPE decays": far[rope] / near[rope],
+        "PI decays less": far[pi] / far[rope],
+        "ABF decays less": far[abf] / far[rope],
+    }
+
+
+def granularity_values(table, pi: str, abf: str) -> dict:
+    """R2's numbers (Llama 2 Long App. B) from a :func:`granularity_table` with rows ``pi``
+    (PI, alpha = 1/4) and ``abf`` (ABF, beta = 50): the paper's two limits, ABF's exact
+    granularity over PI's, and each exact value over its paper limit."""
+    exact = next(c for c in table.columns if c.startswith("exact"))
+    limit = table["paper's limit"]
+    return {
+        "PI limit": limit[pi],
+        "ABF limit": limit[abf],
+        "ABF finer than PI": table.loc[abf, exact] / table.loc[pi, exact],
+        "PI near its limit": table.loc[pi, exact] / limit[pi],
+        "ABF near its limit": table.loc[abf, exact] / limit[abf],
+    }
+
+
+def ntk_values(table) -> dict:
+    """R3's numbers (ProLong App. B.1) from :func:`extension_table`: the NTK suggestions for
+    Llama-3 8K -> 64K and for 64K -> 512K from ProLong's 8M."""
+    return {
+        "8K→64K": table.loc["ProLong-8B-64K", "NTK suggestion"],
+        "64K→512K": table.loc["ProLong-8B-512K", "NTK suggestion"],
+    }
+
+
+def theta1_change(head_dim: int, base: float = 1e4, new_base: float = 5e5) -> float:
+    """``1 - theta_1(new_base) / theta_1(base)``, the relative change of pair 1's frequency that
+    Llama 2 Long App. B quotes for Fig. 8 (6% at d = 128, 10K -> 500K)."""
+    return 1 - (inv_freq(head_dim, new_base)[1] / inv_freq(head_dim, base)[1]).item()
+
+
+def helix_values(spacing: dict, rope: str, pi: str, abf: str, theta1: float) -> dict:
+    """R4's numbers (Llama 2 Long Fig. 8) from :func:`helix_spacing` per variant name: PI's and
+    ABF's spacing of consecutive positions over RoPE's, and :func:`theta1_change`."""
+    return {
+        "PI crowds positions": spacing[pi] / spacing[rope],
+        "ABF keeps spacing": spacing[abf] / spacing[rope],
+        "θ1 changes 6%": theta1,
+    }
+
+
+def formula_results(claim: str, values: dict) -> dict:
+    """``{part: (holds, ours)}`` for the arithmetic parts of ``claim`` (:class:`lcx.claims.Formula`)
+    from ``values`` (part name -> the computed number), ready for
+    :meth:`lcx.scorecard.Scorecard.judge`. The bounds are the registry's, never the caller's."""
+    from .claims import CLAIMS  # the registry imports nothing of lcx.rope
+
+    parts = {p.name: p for p in CLAIMS[claim].parts}
+    if set(values) != set(parts):
+        raise ValueError(f"{claim}: values for {sorted(parts)}, got {sorted(values)}")
+    shown = {n: f"{v / 1e6:.4g}M" if abs(v) >= 1e6 else f"{v:.4g}" for n, v in values.items()}
+    return {name: (parts[name].holds(v), shown[name]) for name, v in values.items()}

@@ -250,7 +250,7 @@ def test_ntk_base_matches_prolong_suggestions():
     # "Dynamic NTK roughly suggests 4m" for Llama-3 8K -> 64K, and "64 x 10^6" for 64K -> 512K from 8M.
     assert rope.ntk_base(5e5, 8, 128) / 1e6 == pytest.approx(4.0, rel=0.05)
     assert rope.ntk_base(8e6, 8, 128) / 1e6 == pytest.approx(64.0, rel=0.05)
-    # claims.md: the mirrored base for Llama-2 (10K at 4K) at W = 256 with d = 32 is "about 520".
+    # lcx.claims.SCALING: the mirrored base for Llama-2 (10K at 4K) at W = 256, d = 32 is "about 520".
     assert rope.ntk_base(1e4, 256 / 4096, 32) == pytest.approx(520, rel=0.01)
 
 
@@ -259,8 +259,8 @@ def test_paper_settings_are_consistent():
     together, long = names["LLaMA-2-7B-32K"], names["Llama 2 Long 7B"]
     assert together.window == together.original_window * together.factor  # 4K x 8 = 32K
     assert long.base / names["Llama-2-7B"].base == 50  # ABF: 10K -> 500K
-    assert names["Llama-3-8B-Instruct-80K-QLoRA"].base / 5e5 == 400  # claims.md: x400
-    assert names["ProLong-8B-64K"].base / 5e5 == 16  # claims.md: x16
+    assert names["Llama-3-8B-Instruct-80K-QLoRA"].base / 5e5 == 400  # lcx.claims.SCALING: x400
+    assert names["ProLong-8B-64K"].base / 5e5 == 16  # lcx.claims.SCALING: x16
     for s in rope.PAPER_SETTINGS:
         assert s.inv_freq().shape == (s.head_dim // 2,)
 
@@ -318,3 +318,102 @@ def test_against_transformers_finds_our_frequencies_equal_to_transformers():
     assert list(table["method"]) == list(examples)
     assert table["max relative difference"].max() < 1e-6
     assert table["attention scaling (ours / transformers)"].iloc[1].split(" / ")[0] == "1.2079"
+
+
+# --- Claims R1-R4 as the registry's arithmetic parts ----------------------------------------------
+
+
+def test_claim_values_are_the_ratios_of_the_chapters_tables_by_hand():
+    import pandas as pd
+
+    near = pd.Series({"r": 0.8, "p": 0.9, "a": 0.95})
+    far = pd.Series({"r": 0.1, "p": 0.25, "a": 0.4})
+    assert rope.decay_values(near, far, "r", "p", "a") == pytest.approx(
+        {"RoPE decays": 0.125, "PI decays less": 2.5, "ABF decays less": 4.0}
+    )
+    gran = pd.DataFrame(
+        {"exact, d=128": [0.03, 0.08], "true limit d→∞": [0.0, 0.0], "paper's limit": [0.025, 0.1]},
+        index=["pi", "abf"],
+    )
+    assert rope.granularity_values(gran, "pi", "abf") == pytest.approx(
+        {
+            "PI limit": 0.025,
+            "ABF limit": 0.1,
+            "ABF finer than PI": 0.08 / 0.03,
+            "PI near its limit": 1.2,
+            "ABF near its limit": 0.8,
+        }
+    )
+    spacing = {"R": 2.0, "P": 0.5, "A": 1.9}
+    assert rope.helix_values(spacing, "R", "P", "A", 0.07) == pytest.approx(
+        {"PI crowds positions": 0.25, "ABF keeps spacing": 0.95, "θ1 changes 6%": 0.07}
+    )
+    # theta_1 = b^(-2/d): 1 - 50^(-2/128) at d = 128, the paper's "only 6%"
+    assert rope.theta1_change(128) == pytest.approx(1 - 50 ** (-2 / 128), rel=1e-12)
+    assert round(100 * rope.theta1_change(128)) == 6
+    table = rope.extension_table()
+    assert rope.ntk_values(table) == {
+        "8K→64K": pytest.approx(5e5 * 8 ** (128 / 126)),
+        "64K→512K": pytest.approx(8e6 * 8 ** (128 / 126)),
+    }
+
+
+def test_formula_results_judge_by_the_registrys_bounds():
+    # the paper's own numbers hold; a number off by more than the printed precision does not
+    paper = {"8K→64K": 4e6, "64K→512K": 64e6}
+    assert rope.formula_results("R3", paper) == {
+        "8K→64K": (True, "4M"),
+        "64K→512K": (True, "64M"),
+    }
+    off = rope.formula_results("R3", {"8K→64K": 4.5e6, "64K→512K": 64e6})
+    assert off["8K→64K"] == (False, "4.5M")
+    r2 = {
+        "PI limit": 0.027,
+        "ABF limit": 0.0771,  # the paper prints 0.076
+        "ABF finer than PI": 2.0,
+        "PI near its limit": 1.0,
+        "ABF near its limit": 1.2,  # beyond 10%
+    }
+    holds = {k: h for k, (h, _) in rope.formula_results("R2", r2).items()}
+    assert holds == {
+        "PI limit": True,
+        "ABF limit": False,
+        "ABF finer than PI": True,
+        "PI near its limit": True,
+        "ABF near its limit": False,
+    }
+    with pytest.raises(ValueError, match="values for"):
+        rope.formula_results("R3", {"8K→64K": 4e6})
+
+
+def test_the_papers_settings_reproduce_r1_to_r4():
+    """The chapter's computation at the papers' settings, end to end: every formula holds."""
+    from lcx.scorecard import Scorecard
+
+    d = torch.arange(0, 32769, dtype=torch.float64)
+    levels = {}
+    for name, kw in {"r": {}, "p": {"method": "linear", "factor": 8.0}, "a": {"base": 5e5}}.items():
+        s = rope.attention_decay(d, 128, **{"base": 1e4, **kw})
+        levels[name] = (
+            rope.mean_abs_between(s, d, 1, 128),
+            rope.mean_abs_between(s, d, 4096, 32768),
+        )
+    near = {k: v[0] for k, v in levels.items()}
+    far = {k: v[1] for k, v in levels.items()}
+    gran = rope.granularity_table({"pi": ("linear", 4.0), "abf": ("abf", 50.0)}, 128)
+    j = round(64 * math.log(2) / math.log(50))
+    thetas = {
+        "r": rope.inv_freq(128, 1e4),
+        "p": rope.inv_freq(128, 1e4, "linear", 4.0),
+        "a": rope.inv_freq(128, 5e5),
+    }
+    spacing = {k: rope.helix_spacing(t, j) for k, t in thetas.items()}
+    card = Scorecard("01_rope", "cpu")
+    for claim, values in {
+        "R1": rope.decay_values(near, far, "r", "p", "a"),
+        "R2": rope.granularity_values(gran, "pi", "abf"),
+        "R3": rope.ntk_values(rope.extension_table()),
+        "R4": rope.helix_values(spacing, "r", "p", "a", rope.theta1_change(128)),
+    }.items():
+        row = card.judge(claim, rope.formula_results(claim, values))
+        assert row.verdict == "reproduced", row.parts
