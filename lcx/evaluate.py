@@ -71,7 +71,7 @@ def token_nll(
     return torch.cat(out)
 
 
-def perplexity_by_length(
+def window_nll_by_length(
     model,
     tokenizer,
     tokens,
@@ -81,15 +81,18 @@ def perplexity_by_length(
     domains=None,
     scored: int | None = None,
 ) -> pd.DataFrame:
-    """Perplexity per token and per byte at each context length (Together's table reports per byte).
+    """Held-out NLL of every window at each context length: one row per length and window with
+    ``nll`` (mean nats per scored token), ``nll_sum``, ``tokens``, ``bytes`` (UTF-8 bytes of the
+    scored tokens) and ``nats_per_byte``. The same window index is the same held-out document at
+    every length and for every model, so two models (or two lengths, with ``scored``) pair by
+    window. :func:`perplexity_by_length` aggregates it.
 
-    Per byte: ``exp(total NLL / total UTF-8 bytes of the predicted tokens)``. Every length is cut
-    from the same held-out documents: those long enough for the longest length.
-
-    ``scored=None``: each window is a chunk of its own length and every token in it is scored (the
-    papers' average over the sequence; longer windows then also cover more text). ``scored=S``:
-    every length scores the *same* S tokens, the end of one longest-length window per document,
-    with the preceding ``length - 1 - S`` tokens as context: only the amount of context differs.
+    Every length is cut from the same held-out documents: those long enough for the longest
+    length. ``scored=None``: each window is a chunk of its own length and every token in it is
+    scored (the papers' average over the sequence; longer windows then also cover more text).
+    ``scored=S``: every length scores the *same* S tokens, the end of one longest-length window per
+    document, with the preceding ``length - 1 - S`` tokens as context: only the amount of context
+    differs.
     """
     rows, longest = [], max(lengths)
     if scored is not None and not 0 < scored < min(lengths):
@@ -105,22 +108,51 @@ def perplexity_by_length(
         targets = w[:, 1:]
         if scored is not None:
             nll, targets = nll[:, -scored:], targets[:, -scored:]
-        per_seq = nll.mean(1)
-        n_bytes = sum(len(tokenizer.decode(seq).encode()) for seq in targets.tolist())
+        for i, (seq_nll, seq) in enumerate(zip(nll, targets.tolist(), strict=True)):
+            n_bytes = len(tokenizer.decode(seq).encode())
+            total = seq_nll.double().sum().item()
+            rows.append(
+                {
+                    "length": length,
+                    "window": i,
+                    "nll": seq_nll.mean().item(),
+                    "nll_sum": total,
+                    "tokens": len(seq),
+                    "bytes": n_bytes,
+                    "nats_per_byte": total / n_bytes,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def perplexity_table(per_window: pd.DataFrame) -> pd.DataFrame:
+    """Perplexity per token and per byte at each length from :func:`window_nll_by_length`'s rows
+    (Together's table reports per byte): ``ppl = exp(mean of the windows' mean NLL)`` with its
+    standard error ``nll_se``, and ``ppl_per_byte = exp(total NLL / total UTF-8 bytes)``."""
+    rows = []
+    for length, g in per_window.groupby("length", sort=False):
+        mean = g["nll"].mean()
         rows.append(
             {
                 "length": length,
-                "windows": len(w),
-                "scored": nll.shape[1],
-                "nll": per_seq.mean().item(),
-                "nll_se": (per_seq.std() / math.sqrt(len(w))).item()
-                if len(w) > 1
-                else float("nan"),
-                "ppl": math.exp(per_seq.mean().item()),
-                "ppl_per_byte": math.exp(nll.sum().item() / n_bytes),
+                "windows": len(g),
+                "scored": int(g["tokens"].iloc[0]),
+                "nll": mean,
+                "nll_se": g["nll"].std(ddof=1) / math.sqrt(len(g)) if len(g) > 1 else math.nan,
+                "ppl": math.exp(mean),
+                "ppl_per_byte": math.exp(g["nll_sum"].sum() / g["bytes"].sum()),
             }
         )
     return pd.DataFrame(rows)
+
+
+def perplexity_by_length(model, tokenizer, tokens, lengths, n_windows: int = 32, **kwargs):
+    """Perplexity per token and per byte at each context length (:func:`perplexity_table` of
+    :func:`window_nll_by_length`; its keyword arguments: ``batch_size``, ``domains``,
+    ``scored``)."""
+    return perplexity_table(
+        window_nll_by_length(model, tokenizer, tokens, lengths, n_windows, **kwargs)
+    )
 
 
 def loss_by_position(nll, bucket: int) -> pd.DataFrame:
@@ -181,10 +213,12 @@ def fit_power_law(context, loss, sigma=None) -> dict:
 
 
 @torch.no_grad()
-def passkey_grid(
+def passkey_rows(
     model, tokenizer, lengths, depths, n: int = 20, batch_size: int = 8, seed: int = 0
 ) -> pd.DataFrame:
-    """Passkey accuracy per (length, depth): exact match and per-digit accuracy, teacher-forced.
+    """Passkey accuracy of every example (one row per length, depth and example index; the same
+    index is the same key and filler for every model): exact match and per-digit accuracy,
+    teacher-forced. :func:`passkey_grid` averages it per (length, depth).
 
     Each answer token is correct when it is the model's argmax given the prompt and the answer's
     earlier tokens; an example is an exact match when all are (which is what greedy decoding would
@@ -220,20 +254,44 @@ def passkey_grid(
                     if len(hits) >= 2:  # the copy inside the needle
                         p = pred[row, hits[1] - 1 : hits[1] - 1 + len(key)].tolist()
                         near.append(np.mean([a == b for a, b in zip(p, key, strict=True)]))
-            per_digit = np.array([np.mean(c) for c in correct])
-            exact = np.array([all(c) for c in correct], dtype=float)
-            rows.append(
-                {
-                    "length": length,
-                    "depth": depth,
-                    "n": n,
-                    "exact": exact.mean(),
-                    "per_digit": per_digit.mean(),
-                    "per_digit_se": per_digit.std(ddof=1) / math.sqrt(n),
-                    "near_copy": float(np.mean(near)) if near else float("nan"),
-                }
-            )
+                    else:
+                        near.append(math.nan)
+            for i, (c, copy) in enumerate(zip(correct, near, strict=True)):
+                rows.append(
+                    {
+                        "length": length,
+                        "depth": depth,
+                        "example": i,
+                        "exact": float(all(c)),
+                        "per_digit": float(np.mean(c)),
+                        "near_copy": float(copy),
+                    }
+                )
     return pd.DataFrame(rows)
+
+
+def passkey_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`passkey_rows` averaged per (length, depth): ``n``, ``exact``, ``per_digit`` with its
+    standard error ``per_digit_se``, ``near_copy`` (over the examples whose needle has the copy)."""
+    out = []
+    for (length, depth), g in rows.groupby(["length", "depth"], sort=False):
+        out.append(
+            {
+                "length": length,
+                "depth": depth,
+                "n": len(g),
+                "exact": g["exact"].mean(),
+                "per_digit": g["per_digit"].mean(),
+                "per_digit_se": g["per_digit"].std(ddof=1) / math.sqrt(len(g)),
+                "near_copy": g["near_copy"].mean(),  # NaN-skipping; NaN when no needle had one
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def passkey_grid(model, tokenizer, lengths, depths, n: int = 20, **kwargs) -> pd.DataFrame:
+    """Passkey accuracy per (length, depth) (:func:`passkey_table` of :func:`passkey_rows`)."""
+    return passkey_table(passkey_rows(model, tokenizer, lengths, depths, n, **kwargs))
 
 
 # --- the probe suite ---------------------------------------------------------------------------------
@@ -270,18 +328,31 @@ def greedy(
 
 
 @torch.no_grad()
-def answer_accuracy(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+def content_positions(tokenizer, answer_ids: list[int]) -> list[int]:
+    """The positions of an answer's content tokens: those whose text has a letter or a digit.
+    Format tokens (re-rank's ``" > ["`` and ``"]"``, quotes, punctuation) are fixed by the task's
+    template, so predicting them says nothing about the context; an answer of format tokens only
+    keeps every position."""
+    keep = [i for i, t in enumerate(answer_ids) if any(c.isalnum() for c in tokenizer.decode([t]))]
+    return keep or list(range(len(answer_ids)))
+
+
+def answer_accuracy(model, prompt_ids: list[int], answer_ids: list[int], tokenizer=None) -> float:
     """Teacher-forced accuracy of the gold answer: the share of its tokens that are the model's
     top prediction given the prompt and the answer's earlier tokens. A graded reading of the same
     example, for models whose generated answers are all wrong (a tiny model that gets 7 of 8
-    digits scores 0 on exact match and 0.88 here). Logits only for the answer's positions."""
+    digits scores 0 on exact match and 0.88 here). Logits only for the answer's positions. Given
+    the ``tokenizer``, only the answer's content tokens count (:func:`content_positions`)."""
     if not answer_ids:
         raise ValueError("the example has no answer tokens")
     model.eval()
     device = next(model.parameters()).device
     ids = torch.tensor([[*prompt_ids, *answer_ids]], device=device)
     logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1).logits[0, :-1]
-    return (logits.argmax(-1).cpu() == torch.tensor(answer_ids)).float().mean().item()
+    hits = logits.argmax(-1).cpu() == torch.tensor(answer_ids)
+    if tokenizer is not None:
+        hits = hits[content_positions(tokenizer, answer_ids)]
+    return hits.float().mean().item()
 
 
 def score(example: tasks.Example, prediction: str) -> dict[str, float]:
@@ -360,9 +431,9 @@ def score_cell(
 ) -> tuple[list[str], list[dict[str, float]]]:
     """The model's answers to a cell's examples and their scores against the references (the
     second step): greedy predictions (first line, stripped) and per example every metric of
-    :func:`score` plus ``answer_acc`` (:func:`answer_accuracy`). ``max_prompt``: keep only BOS and
-    the last ``max_prompt - 1`` prompt tokens (the question end), as Together evaluates
-    "LLaMA-2 truncated" on inputs longer than its window."""
+    :func:`score` plus ``answer_acc`` (:func:`answer_accuracy` on the answer's content tokens).
+    ``max_prompt``: keep only BOS and the last ``max_prompt - 1`` prompt tokens (the question
+    end), as Together evaluates "LLaMA-2 truncated" on inputs longer than its window."""
     spec = tasks.TASKS[cell.task]
     prompts = [e.prompt_ids for e in cell.examples]
     if max_prompt is not None:
@@ -370,50 +441,92 @@ def score_cell(
     new = greedy(model, prompts, spec.max_new_tokens, tokenizer.pad_token_id, batch_size)
     preds = [tokenizer.decode(ids, skip_special_tokens=True).split("\n")[0].strip() for ids in new]
     scores = [
-        {**score(e, p), "answer_acc": answer_accuracy(model, prompt, e.answer_ids)}
+        {**score(e, p), "answer_acc": answer_accuracy(model, prompt, e.answer_ids, tokenizer)}
         for e, p, prompt in zip(cell.examples, preds, prompts, strict=True)
     ]
     return preds, scores
 
 
-def suite_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd.DataFrame:
-    """The suite's tidy table from its cells and their examples' scores (the third step): one row
-    per cell and metric: task, category, length, depth, metric, headline (the task's main metric),
-    score (mean), low/high (95% interval, :func:`lcx.metrics.mean_ci`: Wilson for 0/1 scores, t
-    otherwise), n and tokens (mean example length); a skipped cell is one row with ``skipped``."""
+def example_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd.DataFrame:
+    """The suite's scores example by example (the third step): one row per cell, example and
+    metric: ``cell`` (the cell's index), task, category, length, depth, ``example`` (its index in
+    the cell: with the same seed, the same prompt for every model), metric, headline (the task's
+    main metric), score and tokens (the example's length); a skipped cell is one row with
+    ``skipped``. :func:`suite_table` aggregates it per cell."""
     rows = []
-    for cell, per_example in zip(cells, scores, strict=True):
+    for i, (cell, per_example) in enumerate(zip(cells, scores, strict=True)):
         spec = tasks.TASKS[cell.task]
-        where = {"task": cell.task, "category": spec.category, "length": cell.length}
+        where = {"cell": i, "task": cell.task, "category": spec.category, "length": cell.length}
         if cell.skipped is not None:
             rows.append(
                 {
                     **where,
                     "depth": cell.depth,
+                    "example": -1,
                     "metric": None,
                     "headline": False,
                     "score": math.nan,
-                    "n": 0,
                     "skipped": cell.skipped,
                 }
             )
             continue
         for name in per_example[0]:
-            ci = metrics.mean_ci([s[name] for s in per_example])
+            for j, (example, s) in enumerate(zip(cell.examples, per_example, strict=True)):
+                rows.append(
+                    {
+                        **where,
+                        "depth": cell.depth,
+                        "example": j,
+                        "metric": name,
+                        "headline": name == spec.metric,
+                        "score": s[name],
+                        "tokens": example.length,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def aggregate(examples: pd.DataFrame) -> pd.DataFrame:
+    """:func:`example_table`'s rows per cell and metric, in their order: score (mean), low/high
+    (95% interval, :func:`lcx.metrics.mean_ci`: Wilson for 0/1 scores, t otherwise), n and tokens
+    (mean example length); a skipped cell stays one row with ``skipped``."""
+    rows = []
+    for _, g in examples.groupby(["cell", "metric"], sort=False, dropna=False):
+        first = g.iloc[0]
+        where = {k: first[k] for k in ("task", "category", "length", "depth")}
+        if "skipped" in g and isinstance(first.get("skipped"), str):
             rows.append(
                 {
                     **where,
-                    "depth": cell.depth,
-                    "metric": name,
-                    "headline": name == spec.metric,
-                    "score": ci["mean"],
-                    "low": ci["low"],
-                    "high": ci["high"],
-                    "n": ci["n"],
-                    "tokens": float(np.mean([e.length for e in cell.examples])),
+                    "metric": None,
+                    "headline": False,
+                    "score": math.nan,
+                    "n": 0,
+                    "skipped": first["skipped"],
                 }
             )
+            continue
+        ci = metrics.mean_ci(g["score"].tolist())
+        rows.append(
+            {
+                **where,
+                "metric": first["metric"],
+                "headline": bool(first["headline"]),
+                "score": ci["mean"],
+                "low": ci["low"],
+                "high": ci["high"],
+                "n": ci["n"],
+                "tokens": float(g["tokens"].mean()),
+                **({"seconds": first["seconds"]} if "seconds" in g else {}),
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def suite_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd.DataFrame:
+    """The suite's tidy table from its cells and their examples' scores: one row per cell and
+    metric (:func:`aggregate` of :func:`example_table`)."""
+    return aggregate(example_table(cells, scores))
 
 
 def evaluate_suite(
@@ -428,21 +541,23 @@ def evaluate_suite(
     batch_size: int = 8,
     examples_out: list | None = None,
     max_prompt: int | None = None,
+    per_example: bool = False,
 ) -> pd.DataFrame:
     """The probe suite in three steps: generate the examples (:func:`suite_cells`), score the
-    model's answers against the references (:func:`score_cell`), aggregate the table
-    (:func:`suite_table`). ``examples_out`` collects (example, prediction) pairs."""
+    model's answers against the references (:func:`score_cell`), tabulate the scores
+    (:func:`suite_table`, or with ``per_example`` :func:`example_table`). ``examples_out``
+    collects (example, prediction) pairs."""
     cells = suite_cells(tokenizer, task_names, lengths, n_per_cell, seed, pool, depths)
     scores = []
     for cell in tqdm(cells, desc="probe suite", leave=False):
         if cell.skipped is not None:
             scores.append([])
             continue
-        preds, per_example = score_cell(model, tokenizer, cell, batch_size, max_prompt)
-        scores.append(per_example)
+        preds, cell_scores = score_cell(model, tokenizer, cell, batch_size, max_prompt)
+        scores.append(cell_scores)
         if examples_out is not None:
             examples_out.extend(zip(cell.examples, preds, strict=True))
-    return suite_table(cells, scores)
+    return (example_table if per_example else suite_table)(cells, scores)
 
 
 class SkippedCellsWarning(UserWarning):
@@ -499,11 +614,13 @@ def category_means(suite: pd.DataFrame, metric: str | None = None) -> pd.DataFra
     return per_task.groupby(["category", "length"])["score"].mean().unstack("length")
 
 
-def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) -> dict:
-    """Held-out NLL and perplexity on the short domain (sections of <= 2 KB), each document alone
-    up to ``max_len`` tokens: the short-text skill an extension must keep. Documents are packed up
-    to ``pack * max_len`` tokens per forward pass with their position ids restarting, so each
-    still attends only to itself (:mod:`lcx.attention`), as if run alone."""
+def short_nll_rows(model, tokens, bos_id: int, max_len: int, pack: int = 8) -> pd.DataFrame:
+    """Held-out NLL on the short domain (sections of <= 2 KB), each document alone up to
+    ``max_len`` tokens: one row per document (``doc``, its index among the held-out short
+    documents, the same for every model; ``tokens`` scored; ``nll_sum``; ``nll``, mean nats per
+    token). Documents are packed up to ``pack * max_len`` tokens per forward pass with their
+    position ids restarting, so each still attends only to itself (:mod:`lcx.attention`), as if
+    run alone. :func:`short_perplexity` aggregates it."""
     from .attention import packed_inputs, position_ids
 
     docs = [
@@ -523,19 +640,35 @@ def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) ->
         row.append(doc)
     rows.append(row)
     model.eval()
-    total, count = 0.0, 0
+    out = []
     with torch.no_grad():
         for row in tqdm(rows, desc="short ppl", leave=False):
             ids = torch.tensor([[t for doc in row for t in doc]])
             lengths = [len(doc) for doc in row]
             logits = model(**packed_inputs(ids, position_ids(lengths)[None])).logits[0, :-1]
             nll = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:], reduction="none")
-            starts = torch.tensor(lengths).cumsum(0)[:-1]  # targets that open the next document
-            keep = torch.ones_like(nll, dtype=torch.bool)
-            keep[starts - 1] = False
-            total, count = total + nll[keep].sum().item(), count + int(keep.sum())
+            start = 0  # a document's targets: its own next tokens, not the next document's first
+            for n in lengths:
+                doc_nll = nll[start : start + n - 1]
+                out.append(
+                    {
+                        "doc": len(out),
+                        "tokens": n - 1,
+                        "nll_sum": doc_nll.double().sum().item(),
+                        "nll": doc_nll.mean().item(),
+                    }
+                )
+                start += n
+    return pd.DataFrame(out)
+
+
+def short_perplexity(model, tokens, bos_id: int, max_len: int, pack: int = 8) -> dict:
+    """Held-out NLL and perplexity on the short domain, over every token of
+    :func:`short_nll_rows`' documents: the short-text skill an extension must keep."""
+    rows = short_nll_rows(model, tokens, bos_id, max_len, pack)
+    total, count = rows["nll_sum"].sum(), int(rows["tokens"].sum())
     return {
-        "docs": len(docs),
+        "docs": len(rows),
         "tokens": count,
         "nll": total / count,
         "ppl": math.exp(total / count),
@@ -629,7 +762,7 @@ def pool(tokenizer, tokens, split: str = "test") -> tasks.Pool:
     return _POOLS[tokens.key, split]
 
 
-def suite(
+def suite_examples(
     ref: Ref,
     tokenizer,
     tokens,
@@ -641,9 +774,10 @@ def suite(
     max_prompt: int | None = None,
     timed: bool = False,
 ) -> pd.DataFrame:
-    """:func:`evaluate_suite` of ``ref`` on the held-out pool of ``tokens``, cached under a key
-    of every argument (:func:`memo`). ``timed`` adds a ``seconds`` column: how long the suite
-    took when it ran (a warm rerun shows that time, not the load's)."""
+    """:func:`evaluate_suite` of ``ref`` on the held-out pool of ``tokens``, example by example
+    (:func:`example_table`), cached under a key of every argument (:func:`memo`). ``timed`` adds
+    a ``seconds`` column: how long the suite took when it ran (a warm rerun shows that time, not
+    the load's)."""
     params = {
         "tasks": list(task_names),
         "lengths": list(lengths),
@@ -665,25 +799,34 @@ def suite(
             pool(tokenizer, tokens),
             depths,
             max_prompt=max_prompt,
+            per_example=True,
         )
         if timed:
             table["seconds"] = time.time() - start
         return table
 
-    return memo("suite-of", {**params, "timed": timed}, [ref.key, tokens.key], compute)
+    return memo("suite-examples-of", {**params, "timed": timed}, [ref.key, tokens.key], compute)
 
 
-def perplexity(
+def suite(ref: Ref, tokenizer, tokens, task_names, lengths, n_per_cell: int, **kwargs):
+    """The probe suite's cell means (:func:`aggregate`) of :func:`suite_examples`, which caches it
+    (keyword arguments: ``depths``, ``seed``, ``max_prompt``, ``timed``)."""
+    return aggregate(
+        suite_examples(ref, tokenizer, tokens, task_names, lengths, n_per_cell, **kwargs)
+    )
+
+
+def perplexity_windows(
     ref: Ref, tokenizer, tokens, lengths, n_windows: int, domains=None, scored: int | None = None
 ) -> pd.DataFrame:
-    """:func:`perplexity_by_length` of ``ref`` on the held-out split of ``tokens``, cached under
-    a key of every argument (:func:`memo`)."""
+    """:func:`window_nll_by_length` of ``ref`` on the held-out split of ``tokens`` (one row per
+    length and window), cached under a key of every argument (:func:`memo`)."""
     params = {"lengths": list(lengths), "n": n_windows, "domains": domains, "scored": scored}
     return memo(
-        "perplexity-of",
+        "perplexity-windows-of",
         params,
         [ref.key, tokens.key],
-        lambda: perplexity_by_length(
+        lambda: window_nll_by_length(
             ref.load(),
             tokenizer,
             tokens["test"],
@@ -693,6 +836,14 @@ def perplexity(
             scored=scored,
         ),
         code=MODEL_CODE,
+    )
+
+
+def perplexity(ref: Ref, tokenizer, tokens, lengths, n_windows: int, **kwargs) -> pd.DataFrame:
+    """Perplexity per token and per byte at each length (:func:`perplexity_table`) of
+    :func:`perplexity_windows`, which caches it (keyword arguments: ``domains``, ``scored``)."""
+    return perplexity_table(
+        perplexity_windows(ref, tokenizer, tokens, lengths, n_windows, **kwargs)
     )
 
 
@@ -721,18 +872,22 @@ def nll(
     return memo("nll-of", params, [ref.key, tokens.key], compute, MODEL_CODE).to_numpy()
 
 
-def short_ppl(ref: Ref, tokenizer, tokens, max_len: int) -> float:
-    """:func:`short_perplexity` of ``ref`` on the held-out split, cached (:func:`memo`)."""
-    t = memo(
-        "short-ppl-of",
+def short_nll_docs(ref: Ref, tokenizer, tokens, max_len: int) -> pd.DataFrame:
+    """:func:`short_nll_rows` of ``ref`` on the held-out split (one row per short document),
+    cached (:func:`memo`)."""
+    return memo(
+        "short-nll-of",
         {"max_len": max_len},
         [ref.key, tokens.key],
-        lambda: pd.DataFrame(
-            [short_perplexity(ref.load(), tokens["test"], tokenizer.bos_token_id, max_len)]
-        ),
+        lambda: short_nll_rows(ref.load(), tokens["test"], tokenizer.bos_token_id, max_len),
         code=MODEL_CODE,
     )
-    return float(t["ppl"].iloc[0])
+
+
+def short_ppl(ref: Ref, tokenizer, tokens, max_len: int) -> float:
+    """Short-domain perplexity over every token of :func:`short_nll_docs` (which caches it)."""
+    rows = short_nll_docs(ref, tokenizer, tokens, max_len)
+    return math.exp(rows["nll_sum"].sum() / rows["tokens"].sum())
 
 
 def mean_loss_between(curve: pd.DataFrame, start: float, end: float) -> float:
@@ -740,12 +895,19 @@ def mean_loss_between(curve: pd.DataFrame, start: float, end: float) -> float:
     return float(curve[(curve.start > start) & (curve.end <= end)].nll.mean())
 
 
-def passkey(ref: Ref, tokenizer, lengths, depths, n: int, seed: int = 0) -> pd.DataFrame:
-    """:func:`passkey_grid` of ``ref``, cached under a key of every argument (:func:`memo`)."""
+def passkey_examples(ref: Ref, tokenizer, lengths, depths, n: int, seed: int = 0) -> pd.DataFrame:
+    """:func:`passkey_rows` of ``ref`` (one row per example), cached under a key of every
+    argument (:func:`memo`)."""
     params = {"lengths": list(lengths), "depths": list(depths), "n": n, "seed": seed}
     return memo(
-        "passkey-of",
+        "passkey-examples-of",
         params,
         [ref.key, tokenizer.key],
-        lambda: passkey_grid(ref.load(), tokenizer, lengths, depths, n=n, seed=seed),
+        lambda: passkey_rows(ref.load(), tokenizer, lengths, depths, n=n, seed=seed),
     )
+
+
+def passkey(ref: Ref, tokenizer, lengths, depths, n: int, seed: int = 0) -> pd.DataFrame:
+    """Passkey accuracy per (length, depth) (:func:`passkey_table`) of :func:`passkey_examples`,
+    which caches it."""
+    return passkey_table(passkey_examples(ref, tokenizer, lengths, depths, n, seed))

@@ -20,8 +20,8 @@ between seeds (there ``B`` already holds part of it).
 
 Why not a hierarchical bootstrap (seeds, then examples)? With the book's two or three seeds a
 bootstrap over seeds sees at most three values: its variance is ``(S - 1) / S`` of the sample's and
-its quantiles are normal, so with a real spread between seeds a 95% interval covers the truth about
-70% of the time at two seeds (simulated in ``tests/test_verdicts.py``). Student's t with the
+its quantiles are normal: with two seeds, a normal interval from the seeds' spread covers the truth
+about 70% of the time instead of 95% (simulated in ``tests/test_verdicts.py``). Student's t with the
 seeds' degrees of freedom keeps its 95%, and says plainly how little two seeds can decide.
 
 **The verdict of a part** (its effect is signed so that positive is the paper's side):
@@ -126,7 +126,7 @@ def estimate(data: pd.DataFrame, treatment: str, reference: str, direction: int 
             f"{treatment!r} (seeds {sorted(a.columns)}) and {reference!r} (seeds "
             f"{sorted(b.columns)}) share no seed"
         )
-    d, v, n, paired = [], [], [], []
+    d, v, dfs, n, paired = [], [], [], [], []
     for s in seeds:
         x, y = a[s].dropna(), b[s].dropna()
         if len(x) == 0 or len(y) == 0:
@@ -135,12 +135,17 @@ def estimate(data: pd.DataFrame, treatment: str, reference: str, direction: int 
             diff = x - y.loc[x.index]
             d.append(diff.mean())
             v.append(diff.var(ddof=1) / len(diff))
+            dfs.append(len(diff) - 1)
             paired.append(diff)
-        else:
+        else:  # Welch: two samples, each with its own variance
             d.append(x.mean() - y.mean())
             vx = x.var(ddof=1) / len(x) if len(x) > 1 else 0.0
             vy = y.var(ddof=1) / len(y) if len(y) > 1 else 0.0
             v.append(vx + vy)
+            den = (vx**2 / (len(x) - 1) if len(x) > 1 else 0) + (
+                vy**2 / (len(y) - 1) if len(y) > 1 else 0
+            )
+            dfs.append((vx + vy) ** 2 / den if den > 0 else math.inf)
         n.append(min(len(x), len(y)))
     d = np.asarray(d, dtype=float)
     S = len(seeds)
@@ -149,9 +154,10 @@ def estimate(data: pd.DataFrame, treatment: str, reference: str, direction: int 
         per_example = pd.concat(paired, axis=1).mean(axis=1)
         within = per_example.var(ddof=1) / len(per_example) if len(per_example) > 1 else 0.0
         df_within = max(len(per_example) - 1, 1)
-    else:
-        within = float(np.mean(v)) / S
-        df_within = max(sum(n) - S, 1)
+    else:  # each seed's own sampling variance (Satterthwaite over the seeds)
+        within = float(np.sum(v)) / S**2
+        den = sum(vi**2 / di for vi, di in zip(v, dfs, strict=True) if di > 0)
+        df_within = float(np.sum(v)) ** 2 / den if den > 0 else math.inf
     between = d.var(ddof=1) / S if S > 1 else 0.0
     se2 = between + within
     # Welch-Satterthwaite: the degrees of freedom of a sum of two estimated variances
@@ -215,3 +221,18 @@ def claim_verdict(empirical: list[str], arithmetic: list[bool], recipe: list[boo
     if recipe:
         return NOT_TESTABLE
     raise ValueError("a claim needs at least one part")
+
+
+def table(values: dict) -> pd.DataFrame:
+    """The results table :func:`estimate` reads, from ``{(arm, seed): values}`` where ``values``
+    maps an evaluation example's label to its score (a :class:`pandas.Series` or a dict): one row
+    per arm, seed and example."""
+    frames = []
+    for (arm, seed), vals in values.items():
+        s = pd.Series(vals, dtype=float)
+        frames.append(
+            pd.DataFrame({"arm": arm, "seed": seed, "example": s.index, "value": s.to_numpy()})
+        )
+    if not frames:
+        raise ValueError("no results")
+    return pd.concat(frames, ignore_index=True)

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -492,3 +494,97 @@ def test_a_hub_models_key_names_the_commit_it_loads_at(monkeypatch, tmp_path):
     assert evaluate.Ref.of(repo, method="linear", factor=8).key != pinned_pi
     run = tmp_path / "run" / "l2long-ABF-cpu-0123"
     assert evaluate.Ref.of(run).key == "l2long-ABF-cpu-0123"  # a run is keyed by its folder
+
+
+def test_per_window_nll_is_a_plain_forward_of_each_window_and_aggregates_to_the_table(tiny):
+    """window_nll_by_length: each window's mean NLL and nats per byte from a plain forward of that
+    window; perplexity_table: ppl = exp(mean of window means), per byte = exp(sum NLL / bytes)."""
+    tok, t = tiny
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).eval()
+    rows = evaluate.window_nll_by_length(model, tok, t["test"], [64, 128], 3)
+    assert list(rows.length) == [64] * 3 + [128] * 3 and list(rows.window) == [0, 1, 2] * 2
+    w = evaluate.windows(t["test"], 128, 3, tok.bos_token_id, None, 127)
+    with torch.no_grad():
+        logits = model(input_ids=w).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none")
+    at = rows[rows.length == 128].reset_index()
+    for i in range(3):
+        assert at.nll[i] == pytest.approx(nll[i].mean().item(), rel=1e-5)
+        n_bytes = len(tok.decode(w[i, 1:].tolist()).encode())
+        assert at.bytes[i] == n_bytes
+        assert at.nats_per_byte[i] == pytest.approx(nll[i].sum().item() / n_bytes, rel=1e-5)
+    table = evaluate.perplexity_table(rows).set_index("length")
+    assert table.loc[128, "ppl"] == pytest.approx(math.exp(nll.mean(1).mean().item()), rel=1e-5)
+    total_bytes = sum(len(tok.decode(s.tolist()).encode()) for s in w[:, 1:])
+    assert table.loc[128, "ppl_per_byte"] == pytest.approx(
+        math.exp(nll.sum().item() / total_bytes), rel=1e-5
+    )
+    assert table.loc[128, "nll_se"] == pytest.approx(nll.mean(1).std().item() / math.sqrt(3))
+
+
+def test_short_nll_rows_score_each_document_as_if_alone(tiny):
+    """Each held-out short document's NLL equals a plain forward of that document alone, though
+    the documents were packed together."""
+    tok, t = tiny
+    model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0).eval()
+    rows = evaluate.short_nll_rows(model, t["test"], tok.bos_token_id, 64)
+    docs = [
+        [tok.bos_token_id, *ids[:63]]
+        for ids, d in zip(t["test"]["input_ids"], t["test"]["domain"], strict=True)
+        if d == "short" and len(ids) >= 8
+    ]
+    assert len(rows) == len(docs) > 3 and list(rows.doc) == list(range(len(docs)))
+    for i in (0, 1, len(docs) - 1):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([docs[i]])).logits[0, :-1]
+        alone = torch.nn.functional.cross_entropy(logits, torch.tensor(docs[i][1:]))
+        assert rows.nll[i] == pytest.approx(alone.item(), rel=1e-4)
+        assert rows.tokens[i] == len(docs[i]) - 1
+
+
+def test_passkey_rows_are_the_grid_example_by_example(tiny):
+    """One row per example (right: every digit; wrong: none), and the grid is their mean."""
+    tok, _ = tiny
+    rows = evaluate.passkey_rows(Oracle(len(tok), 1), tok, [150, 300], [0.0, 0.5], n=3)
+    assert len(rows) == 2 * 2 * 3 and list(rows.example[:3]) == [0, 1, 2]
+    assert (rows.exact == 1).all() and (rows.per_digit == 1).all()
+    wrong = evaluate.passkey_rows(Oracle(len(tok), 0), tok, [150], [0.5], n=3)
+    assert (wrong.exact == 0).all() and (wrong.per_digit < 1).all()  # a repeated digit can hit
+    both = pd.concat([rows.iloc[:3].assign(length=150, depth=0.5), wrong])  # one cell, 6 examples
+    table = evaluate.passkey_table(both)
+    assert table.exact.tolist() == [0.5] and table.n.tolist() == [6]
+    digits = [1, 1, 1, *wrong.per_digit]
+    assert table.per_digit.item() == pytest.approx(np.mean(digits))
+    assert table.per_digit_se.item() == pytest.approx(np.std(digits, ddof=1) / 6**0.5)
+
+
+def test_answer_accuracy_on_content_tokens_ignores_the_answer_format(tiny):
+    """Re-rank's answer '[3] > [1]': only the ids are content; a model that predicts the ids and
+    none of the brackets scores 1 on content tokens and less on every token."""
+    tok, _ = tiny
+    answer = tok(" [3] > [1] > [2]", add_special_tokens=False)["input_ids"]
+    content = evaluate.content_positions(tok, answer)
+    texts = [tok.decode([answer[i]]) for i in content]
+    assert content and all(any(c.isdigit() for c in x) for x in texts)
+    assert "".join(c for x in texts for c in x if c.isdigit()) == "312"
+    assert evaluate.content_positions(tok, tok(" > [", add_special_tokens=False)["input_ids"])
+
+    class Knows(torch.nn.Module):  # predicts the answer's content tokens, and "x" elsewhere
+        def __init__(self, prompt):
+            super().__init__()
+            self.prompt = len(prompt)
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, logits_to_keep=0):
+            target = torch.full_like(input_ids, tok.convert_tokens_to_ids("x"))
+            for i in content:
+                target[0, self.prompt - 1 + i] = answer[i]
+            logits = torch.nn.functional.one_hot(target, len(tok)).float()
+            return type("Out", (), {"logits": logits[:, -logits_to_keep:]})()
+
+    prompt = tok("Ranking:")["input_ids"]
+    model = Knows(prompt)
+    assert evaluate.answer_accuracy(model, prompt, answer, tok) == 1.0
+    assert evaluate.answer_accuracy(model, prompt, answer) == pytest.approx(
+        len(content) / len(answer)
+    )
