@@ -546,3 +546,145 @@ CLAIMS = {
     **_05_LLAMA3_80K_QLORA,
     **_06_PROLONG,
 }
+
+
+# --- tables: begin (the registry as the book shows it: rules in words, the appendix's tables) ---
+def part_rule(part: Part) -> str:
+    """A part's rule in words, with its thresholds: what the verdict engine (:mod:`lcx.verdicts`)
+    compares for an empirical part, the bounds of an arithmetic one, the check of a recipe."""
+    if part.kind != "empirical":
+        return part.says
+    t, r = part.arms
+    diff = f"{t} − {r}" if part.direction > 0 else f"{r} − {t}"
+    if part.margin is not None:
+        rule = f"{diff} above −{part.margin:g} over its whole 95% interval (equivalence margin)"
+    else:
+        rule = f"{diff} ≥ {part.min_effect:g} with its 95% interval above 0"
+    rule = f"reproduced when {rule}, in {part.metric}"
+    if part.floor is not None:
+        rule += f"; not testable when every arm is at or below {part.floor:g}"
+    if part.gate:
+        rule += f"; testable only when {part.gate}"
+    return rule
+
+
+def rule_text(claim: str) -> str:
+    """Markdown: one bullet per part of ``claim`` with its rule and, for an empirical part, why
+    its threshold (what a chapter glues where its prose states the rule)."""
+    lines = []
+    for p in CLAIMS[claim].parts:
+        why = f" *Why:* {p.why.rstrip('.')}." if p.why else ""
+        says = f"{p.says}. " if p.kind == "empirical" else ""
+        lines.append(f"- **{claim} {p.name}** ({p.kind}): {says}{part_rule(p)}.{why}")
+    return "\n".join(lines)
+
+
+def registry_markdown(scaling: bool = True) -> str:
+    """Markdown of the whole registry, chapter by chapter: each claim's source, statement, the
+    paper's numbers and its parts with their rules and reasons; :data:`SCALING` first."""
+    out = [SCALING] if scaling else []
+    for chapter, paper in PAPERS.items():
+        out.append(f"**{chapter.replace('_', ' ')}: {paper}**")
+        for cid, c in CLAIMS.items():
+            if c.chapter == chapter:
+                out.append(
+                    f"*{cid}* ({c.source}). {c.statement}. *Paper:* {c.numbers}.\n\n"
+                    + (rule_text(cid) if c.parts else "- (no parts yet)")
+                )
+    return "\n\n".join(out) + "\n"
+
+
+def registry_table():
+    """One row per part of every claim: the registry's fields, ``rule`` in words."""
+    import pandas as pd
+
+    rows = [
+        {
+            "chapter": c.chapter,
+            "claim": cid,
+            "source": c.source,
+            "part": p.name,
+            "kind": p.kind,
+            "metric": p.metric,
+            "arms": " vs ".join(p.arms),
+            "direction": p.direction if p.kind == "empirical" else None,
+            "min_effect": p.min_effect if p.kind == "empirical" and p.margin is None else None,
+            "margin": p.margin,
+            "floor": p.floor,
+            "gate": p.gate,
+            "rule": part_rule(p),
+            "why": p.why,
+        }
+        for cid, c in CLAIMS.items()
+        for p in c.parts
+    ]
+    return pd.DataFrame(rows)
+
+
+EVIDENCE_COLUMNS = [
+    "chapter",
+    "claim",
+    "part",
+    "verdict",
+    "metric",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "min_effect",
+    "margin",
+    "detectable_effect",
+    "paper_effect",
+    "n_seeds",
+    "n_examples",
+    "reason",
+]
+CHECK_COLUMNS = ["chapter", "claim", "part", "kind", "holds", "ours", "says"]
+
+
+def _chapter_of(claims) -> list:
+    return [CLAIMS[c].chapter if c in CLAIMS else "" for c in claims]
+
+
+def evidence_table(parts):
+    """The empirical parts of :func:`lcx.scorecard.collect_parts`'s table (one row per part),
+    with their chapter: effect, 95% interval, minimum effect or margin, detectable effect,
+    seeds, examples, verdict and its reason."""
+    rows = parts[parts["kind"] == "empirical"].copy()
+    rows["chapter"] = _chapter_of(rows["claim"])
+    counts = ["n_seeds", "n_examples"]  # whole numbers, empty where a part was not run
+    rows[counts] = rows[counts].astype("Float64").round().astype("Int64")
+    return rows[EVIDENCE_COLUMNS].reset_index(drop=True)
+
+
+def checks_table(parts):
+    """The recipe and arithmetic parts of :func:`lcx.scorecard.collect_parts`'s table: whether
+    each holds, our number, and what the registry says it checks (never evidence for a claim)."""
+    rows = parts[parts["kind"].isin(["recipe", "arithmetic"])].copy()
+    rows["chapter"] = _chapter_of(rows["claim"])
+
+    def says(claim, name):
+        try:
+            return CLAIMS[claim].part(name).says
+        except KeyError:  # a stale scorecard naming a part the registry no longer has
+            return ""
+
+    rows["says"] = [says(c, n) for c, n in zip(rows["claim"], rows["part"], strict=True)]
+    return rows[CHECK_COLUMNS].reset_index(drop=True)
+
+
+def verdict_counts(cards, parts):
+    """How many claims (:func:`lcx.scorecard.collect`) and empirical parts have each verdict."""
+    import pandas as pd
+
+    from .verdicts import VERDICTS
+
+    empirical = parts.loc[parts["kind"] == "empirical", "verdict"]
+    return pd.DataFrame(
+        {
+            "claims": cards["verdict"].value_counts().reindex(VERDICTS, fill_value=0),
+            "empirical parts": empirical.value_counts().reindex(VERDICTS, fill_value=0),
+        }
+    ).rename_axis("verdict")
+
+
+# --- tables: end ---

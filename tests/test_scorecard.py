@@ -8,6 +8,7 @@ from lcx.scorecard import (
     Scorecard,
     beats_in_every_seed,
     collect,
+    collect_parts,
     seed_ranges,
     verdict,
 )
@@ -108,3 +109,81 @@ def test_seed_ranges_give_mean_and_range_of_each_model_that_ran():
         "a 0.200 [0.100, 0.300], b 0.500 [0.500, 0.500]"
     )
     assert seed_ranges(results, ["a"], "x") == "a 1.500 [1.000, 2.000]"
+
+
+def test_judge_writes_the_contract_from_the_registry_and_the_results(tmp_path, monkeypatch):
+    """A claim with a comparison, an equivalence and a recipe part: judged from results tables,
+    saved in scorecard.json with the contract's fields (issue 18), collected part by part."""
+    import numpy as np
+
+    from lcx import claims, verdicts
+
+    z = claims.Claim(
+        "01_rope",
+        "New beats old, short quality kept",
+        "+0.2",
+        "Table Z",
+        parts=(
+            claims.Part(
+                "gain", "empirical", "new > old", "accuracy", ("new", "old"), 1, 0.1, why="x"
+            ),
+            claims.Part(
+                "kept", "empirical", "short kept", "-nll", ("new", "old"), 1, margin=0.05, why="y"
+            ),
+            claims.Part("mix", "recipe", "25% books"),
+        ),
+    )
+    monkeypatch.setattr(claims, "CLAIMS", {**claims.CLAIMS, "Z1": z})
+    monkeypatch.setenv("LCX_RESULTS", str(tmp_path))
+    rng = np.random.default_rng(0)
+    gain = verdicts.table(
+        {
+            (arm, s): dict(enumerate(rng.normal(mu, 0.05, 40)))
+            for arm, mu in (("new", 0.9), ("old", 0.3))
+            for s in range(3)
+        }
+    )
+    kept = verdicts.table(
+        {
+            (arm, s): dict(enumerate(rng.normal(1.0, 0.01, 40)))
+            for arm in ("new", "old")
+            for s in range(3)
+        }
+    )
+    card = Scorecard("01_rope", "cpu")
+    row = card.judge("Z1", {"gain": gain, "kept": kept, "mix": (True, "0.25")}, scale="tiny")
+    assert row.verdict == "reproduced" and row.statement == z.statement and row.paper == "+0.2"
+    by = {p["part"]: p for p in row.parts}
+    assert by["gain"]["effect"] == pytest.approx(0.6, abs=0.03) and by["gain"]["n_seeds"] == 3
+    assert by["gain"]["ci_low"] > 0.1 and by["kept"]["verdict"] == "reproduced"
+    assert by["mix"] == {
+        "part": "mix",
+        "kind": "recipe",
+        "says": "25% books",
+        "holds": True,
+        "ours": "0.25",
+    }
+    with pytest.raises(ValueError, match="missing"):
+        card.judge("R2", {})
+    card2 = Scorecard("01_rope", "cpu")
+    row = card2.judge(
+        "Z1", {"gain": "not run: run_systems=False", "kept": kept, "mix": (False, "0.5")}
+    )
+    assert row.parts[0]["verdict"] == verdicts.NOT_TESTABLE and row.verdict == "partly"
+    with pytest.raises(ValueError, match="unknown"):
+        Scorecard("01_rope", "cpu").judge(
+            "Z1", {"gain": gain, "kept": kept, "mix": (1, ""), "x": 1}
+        )
+    with pytest.raises(ValueError, match="belongs to"):
+        Scorecard("02_base_model", "cpu").judge("Z1", {})
+    card.save(chapter_dir("01_rope", "cpu"), {"chapter": "01_rope"})
+    saved = json.loads((tmp_path / "cpu" / "01_rope" / "scorecard.json").read_text())
+    assert {"chapter", "profile", "rows"} <= set(saved)
+    part = saved["rows"][0]["parts"][0]
+    contract = ["metric", "effect", "ci_low", "ci_high", "min_effect", "detectable_effect"]
+    assert set(contract + ["n_seeds", "n_examples", "verdict"]) <= set(part)
+    assert (
+        saved["rows"][0]["parts"][2]["kind"] == "recipe" and "holds" in saved["rows"][0]["parts"][2]
+    )
+    parts = collect_parts("cpu", root=tmp_path)
+    assert list(parts.part) == ["gain", "kept", "mix"] and list(parts.claim) == ["Z1"] * 3
