@@ -555,12 +555,12 @@ def part_rule(part: Part) -> str:
     if part.kind != "empirical":
         return part.says
     t, r = part.arms
-    diff = f"{t} − {r}" if part.direction > 0 else f"{r} − {t}"
+    diff = f"mean({t}) − mean({r})" if part.direction > 0 else f"mean({r}) − mean({t})"
     if part.margin is not None:
         rule = f"{diff} above −{part.margin:g} over its whole 95% interval (equivalence margin)"
     else:
         rule = f"{diff} ≥ {part.min_effect:g} with its 95% interval above 0"
-    rule = f"reproduced when {rule}, in {part.metric}"
+    rule = f"Reproduced when {rule}, in {part.metric}"
     if part.floor is not None:
         rule += f"; not testable when every arm is at or below {part.floor:g}"
     if part.gate:
