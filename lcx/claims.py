@@ -424,48 +424,221 @@ _04_LLAMA2_LONG_ABF = {
 # --- 04_llama2_long_abf: end ---
 
 # --- 05_llama3_80k_qlora: begin (parts by the chapter's owner) ---
+from math import log as _log  # noqa: E402
+
+from .llama3_80k import (  # noqa: E402  (the chapter's paper constants and pre-registered gates)
+    GPU_GB,
+    MEMORY_RESOLUTION_MB,
+    MMLU,
+    NEEDLE_CHANCE,
+    NEEDLE_GATE,
+    SHARES,
+    TOPIC_GATE,
+)
+
+_Q_NEEDLE = "needle per-digit accuracy (0-1)"
+_Q_NEEDLE_EFFECT = 1 - NEEDLE_CHANCE  # Fig. 1's 100% against a base at chance past its window
+_Q_NEEDLE_PART = dict(
+    kind="empirical",
+    metric=_Q_NEEDLE,
+    arms=("ABF x400", "base"),
+    min_effect=_Q_NEEDLE_EFFECT / 2,
+    why=f"half the paper's effect: 100% where the base, past its window, guesses digits "
+    f"({NEEDLE_CHANCE:g} per digit), {_Q_NEEDLE_EFFECT:.1f} on our metric",
+    floor=0.0,
+    gate=f"the base scores >= {NEEDLE_GATE:g} per digit on the needle at W (the task is within "
+    "its reach inside its window)",
+    paper_effect=f"+{_Q_NEEDLE_EFFECT:.1f} (100% vs chance {NEEDLE_CHANCE:g})",
+)
+_Q_SHARE = {k: v / sum(SHARES.values()) for k, v in SHARES.items()}
+_Q_MMLU_BASE, _Q_MMLU_80K = MMLU.values()
 _05_LLAMA3_80K_QLORA = {
     "Q1": Claim(
         "05_llama3_80k_qlora",
         "QLoRA (4-bit, r=32, alpha=16, q/k/v/o + embeddings), base x400, lr 5e-5 linear, 1 epoch extends W -> 10W",
         "8K -> 80K in 8 hours on 8xA800",
         "Llama-3 80K, §2",
-        parts=(),
+        parts=(
+            Part("4-bit base", "recipe", "the adapters train on an NF4 (4-bit) copy of the base"),
+            Part(
+                "rank and alpha",
+                "recipe",
+                "LoRA r 32, alpha 16 (on the scaled profiles the rank is cut with the hidden size "
+                "and alpha / r = 1/2 kept)",
+            ),
+            Part(
+                "adapted modules",
+                "recipe",
+                "adapters on q, k, v and o; the input embeddings trained in full",
+            ),
+            Part(
+                "RoPE base x400",
+                "recipe",
+                "the trained model's RoPE is plain RoPE at 400 times the base's base, no "
+                "interpolation (500K -> 200M)",
+            ),
+            Part("learning rate 5e-5", "recipe", "peak learning rate 5e-5"),
+            Part(
+                "linear decay, no warm-up",
+                "recipe",
+                "the logged learning rate decays linearly from the first step",
+            ),
+            Part("one epoch", "recipe", "every training row seen once, as logged"),
+            Part(
+                "needle at 10W",
+                says="the extended model retrieves the needle at the training length 10W, where "
+                "the base cannot (the same examples as Q2's at 10W)",
+                **_Q_NEEDLE_PART,
+            ),
+        ),
     ),
     "Q2": Claim(
         "05_llama3_80k_qlora",
         "Needle-in-a-haystack ~100% over the training length and still high past it",
         "Fig. 1: 100% to 80K, high to 128K",
         "Llama-3 80K, Fig. 1",
-        parts=(),
+        parts=(
+            Part(
+                "inside 10W",
+                says="needle past W up to the training length 10W: the extended model over the "
+                "base, example by example",
+                **_Q_NEEDLE_PART,
+            ),
+            Part(
+                "past 10W",
+                says="needle past the training length, up to 16W (the paper's 80K-128K): the "
+                "extended model over the base",
+                **_Q_NEEDLE_PART,
+            ),
+        ),
     ),
     "Q3": Claim(
         "05_llama3_80k_qlora",
         "Topic retrieval: the base fails past its window, the extended model stays ~100%",
         "Fig. 2: base fails past 9K; 80K model 100% to 70 topics",
         "Llama-3 80K, Fig. 2",
-        parts=(),
+        parts=(
+            Part(
+                "past W",
+                "empirical",
+                "first-topic retrieval with more topics than fit in W, up to 10W: the extended "
+                "model over the base",
+                metric="topic retrieval SubEM (0-1)",
+                arms=("ABF x400", "base"),
+                min_effect=0.5,
+                why="half the paper's effect: 100% against a base at 0 past its window (Fig. 2)",
+                floor=0.0,
+                gate=f"the base names the first topic >= {TOPIC_GATE:g} of the time at the topic "
+                "counts that fit inside W (halfway from a coin flip between two topics to 1)",
+                paper_effect="+1.0 (100% vs 0)",
+            ),
+        ),
     ),
     "Q4": Claim(
         "05_llama3_80k_qlora",
         "Short-context ability drops only slightly",
         "Table 3: MMLU 65.91 -> 64.44",
         "Llama-3 80K, Table 3",
-        parts=(),
+        parts=(
+            Part(
+                "short NLL",
+                "empirical",
+                "held-out short documents' loss, the extended model against the control run (the "
+                "base continued at W on the same rows cut to W: same tokens, steps and adapters)",
+                metric="short-document NLL (nats per token, lower is better)",
+                arms=("ABF x400", "control at W"),
+                direction=-1,
+                margin=_log(_Q_MMLU_BASE / _Q_MMLU_80K),
+                why=f"Table 3's relative drop ({_Q_MMLU_BASE} -> {_Q_MMLU_80K}, "
+                f"{_Q_MMLU_80K / _Q_MMLU_BASE - 1:+.1%}) as the same relative rise in short "
+                "perplexity: ln(65.91 / 64.44) nats per token",
+                paper_effect=f"{_Q_MMLU_80K / _Q_MMLU_BASE - 1:+.1%} (MMLU)",
+            ),
+            Part(
+                "short tasks",
+                "empirical",
+                "the probe tasks (passkey, JSON KV, document QA, ICL) at W/2 and W, the extended "
+                "model against the control run",
+                metric="short-task headline score per example (0-1)",
+                arms=("ABF x400", "control at W"),
+                margin=round((_Q_MMLU_BASE - _Q_MMLU_80K) / 100, 4),
+                why=f"Table 3's drop in accuracy points, {_Q_MMLU_BASE} -> {_Q_MMLU_80K}, on a "
+                "0-1 score",
+                floor=0.0,
+                paper_effect=f"{(_Q_MMLU_80K - _Q_MMLU_BASE) / 100:+.4f} (MMLU, 0-1)",
+            ),
+        ),
     ),
     "Q5": Claim(
         "05_llama3_80k_qlora",
         "Synthetic long QA (single-detail, multi-detail, biography) as multi-turn conversations, mixed with short LM and instruction data",
         "3.5K GPT-4 conversations + 5K RedPajama + 12K LongAlpaca",
         "Llama-3 80K, §2 (data)",
-        parts=(),
+        parts=(
+            *(
+                Part(
+                    f"{name} share",
+                    "recipe",
+                    f"{name} rows are {_Q_SHARE[name]:.3f} of the training rows (3.5K : 5K : 12K), "
+                    "to within one row",
+                )
+                for name in SHARES
+            ),
+            Part("single-detail QA", "recipe", "single-detail QA conversations among the rows"),
+            Part(
+                "multi-detail QA",
+                "recipe",
+                "multi-detail QA conversations (homogeneous or heterogeneous contexts) among the rows",
+            ),
+            Part(
+                "biography summarization",
+                "recipe",
+                "biography conversations (a book's main character) among the rows",
+            ),
+            Part(
+                "multi-turn conversations",
+                "recipe",
+                "every long-QA row is one context's questions as a conversation of two turns or more",
+            ),
+        ),
     ),
     "Q6": Claim(
         "05_llama3_80k_qlora",
         "QLoRA costs less memory than LoRA and full fine-tuning at the target length",
         "one 8xA800 node, no parallelism needed (Unsloth)",
         "Llama-3 80K, §2 and §4",
-        parts=(),
+        parts=(
+            Part(
+                "plan: QLoRA < LoRA < full",
+                "arithmetic",
+                "the memory formula (lcx.budget.memory_plan) for Llama-3-8B at 80K orders QLoRA "
+                "below LoRA below full fine-tuning",
+            ),
+            Part(
+                "plan: QLoRA fits one GPU",
+                "arithmetic",
+                f"the formula puts QLoRA with a chunked loss under one {GPU_GB} GB GPU at 80K and "
+                "full fine-tuning over it",
+            ),
+            *(
+                Part(
+                    f"measured: QLoRA vs {other}",
+                    "empirical",
+                    f"peak memory of a training step at 10W, QLoRA against {other}, each run "
+                    "repeated in a fresh process",
+                    metric="peak memory (MB; resident on CPU, allocated on CUDA)",
+                    arms=("QLoRA", other),
+                    direction=-1,
+                    min_effect=MEMORY_RESOLUTION_MB,
+                    why="what the measurement resolves: resident memory moves a few MB between "
+                    "runs of the same step",
+                    gate=f"the formula predicts QLoRA saves >= {MEMORY_RESOLUTION_MB:g} MB "
+                    "against it for the measured model",
+                    paper_effect="not measured in the paper (one A800 per sequence)",
+                )
+                for other in ("LoRA", "full fine-tuning")
+            ),
+        ),
     ),
 }
 # --- 05_llama3_80k_qlora: end ---

@@ -1,21 +1,29 @@
 """Llama-3 8K -> 80K via QLoRA (Zhang et al., 2024, "Extending Llama-3's Context Ten-Fold
 Overnight"): the QLoRA recipe with a RoPE base of 200M (§2 "Training"), the synthetic long-QA data
 mixed with RedPajama and LongAlpaca (§2 "Data"), and the evaluations of §3 (needle in a haystack,
-topic retrieval, short-context retention), with the paper's settings beside ours.
+topic retrieval, short-context retention), with the paper's settings beside ours; and what the
+scorecard judges (:mod:`lcx.verdicts`): per-example results tables, the gates that make a part
+testable, and the recipe checks read from what was built and trained.
 
 Lengths are in units of the base model's native window ``W`` (the paper's 8K), so 80K is ``10 * W``.
+The thresholds the claims registry (:mod:`lcx.claims`, block ``05_llama3_80k_qlora``) fixes for this
+chapter come from the paper's numbers and the constants below, set before any run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from . import bench, budget, evaluate, models, tasks, train
+from . import bench, budget, evaluate, models, tasks, train, verdicts
 from . import rows as row_builders
 from .profiles import pick
 
@@ -32,8 +40,25 @@ HYPERPARAMETERS = {  # §2 "Training"
     "gradient_checkpointing": "True",
 }
 SHARES = {"long QA": 3.5, "short LM": 5.0, "instructions": 12.0}  # §2 "Data": thousands of samples
+# §1: the synthetic long QA's tasks, as lcx.tasks.long_qa's families make them
+QA_TASKS = {
+    "single-detail QA": ("single_detail",),
+    "multi-detail QA": ("multi_detail_homogeneous", "multi_detail_heterogeneous"),
+    "biography summarization": ("biography",),
+}
 TOPIC_SECTION = 96  # tokens per topic section (lcx.tasks.topic)
+# Topic-retrieval inputs as multiples of W: the first inside the window (the gate's), the rest up to
+# the training length 10W (paper: 5-70 topics, the base failing past 9K of its 8K window)
+TOPIC_MULTIPLES = {"tiny": (1, 2, 10), "cpu": (1, 2, 4, 6, 8, 10), "gpu": (0.5, 1, 2, 4, 6, 8, 10)}
 RETENTION_TASKS = ["passkey", "json_kv", "doc_qa", "icl"]
+MMLU = {"Llama-3-8B-Instruct": 65.91, "Llama-3-8B-Instruct-80K-QLoRA": 64.44}  # Table 3, zero-shot
+GPU_GB = 80  # §2: one 8xA800 (80G) machine, no parallelism needed: a sequence fits one GPU
+
+# Pre-registered before any run (the registry quotes them; the gates below apply them):
+NEEDLE_CHANCE = 0.1  # per-digit accuracy of a guessed digit string
+NEEDLE_GATE = 0.5  # the base retrieves half the digits at W: the task is within its reach
+TOPIC_GATE = 0.75  # the base names the first topic at W, halfway from a coin flip (2 topics) to 1
+MEMORY_RESOLUTION_MB = 4.0  # resident memory moves a few MB between runs of one step (lcx.bench)
 
 
 def variants(b0: float, W: int) -> dict:
@@ -119,15 +144,77 @@ def training_rows(ch, qlora: train.Recipe, seed: int):
     return rows, convs
 
 
+def row_kind(row: dict, contexts: dict) -> str:
+    """What one training row of :func:`training_rows` is, read from the row itself: ``short LM``
+    (every token a target, the RedPajama stand-in), a long-QA conversation's family (the row opens
+    with that conversation's context; ``contexts`` maps a context's token ids to its family), or
+    ``instructions`` (packed instruction examples, the LongAlpaca stand-in)."""
+    if bool((row["loss_weights"] == 1).all()):
+        return "short LM"
+    ids = row["input_ids"].tolist()
+    for context, family in contexts.items():
+        if tuple(ids[: len(context)]) == context:
+            return family
+    return "instructions"
+
+
+def answers_per_row(row: dict) -> int:
+    """Stretches of loss-bearing tokens in a row: the answers of a conversation's turns."""
+    w = (row["loss_weights"] > 0).int().tolist()
+    return sum(1 for i, x in enumerate(w) if x and (i == 0 or not w[i - 1]))
+
+
+def mix_shares(rows, convs) -> pd.Series:
+    """Share of the rows of each kind (:func:`row_kind`): the QA families, short LM and
+    instructions."""
+    contexts = {tuple(c.context_ids): c.meta["family"] for c in convs}
+    kinds = pd.Series([row_kind(r, contexts) for r in rows])
+    return kinds.value_counts(normalize=True).reindex(
+        [*tasks.LONG_QA_FAMILIES, "short LM", "instructions"], fill_value=0.0
+    )
+
+
+def mix_checks(rows, convs) -> dict:
+    """Q5's recipe checks of the rows as built (§2 "Data"), part name -> (holds, ours): the long-QA
+    conversations, the short LM rows and the instruction rows in the paper's proportions 3.5K : 5K :
+    12K (each share within one row of it: :func:`lcx.rows.share_counts` rounds to whole rows),
+    every QA task of §1 among the conversations, and every conversation a multi-turn one."""
+    share = mix_shares(rows, convs)
+    n, total = len(rows), sum(SHARES.values())
+    contexts = {tuple(c.context_ids): c.meta["family"] for c in convs}
+    qa_rows = [r for r in rows if row_kind(r, contexts) in tasks.LONG_QA_FAMILIES]
+    measured = {
+        "long QA": float(share[list(tasks.LONG_QA_FAMILIES)].sum()),
+        "short LM": float(share["short LM"]),
+        "instructions": float(share["instructions"]),
+    }
+    checks = {
+        f"{name} share": (
+            abs(measured[name] - SHARES[name] / total) <= 1 / n,
+            f"{measured[name]:.3f} of {n} rows (paper {SHARES[name] / total:.3f})",
+        )
+        for name in SHARES
+    }
+    for task, families in QA_TASKS.items():
+        got = float(share[list(families)].sum())
+        checks[task] = (got > 0, f"{got:.3f} of the rows")
+    turns = [answers_per_row(r) for r in qa_rows]
+    checks["multi-turn conversations"] = (
+        bool(turns) and min(turns) >= 2,
+        f"{min(turns) if turns else 0}-{max(turns) if turns else 0} answered turns per conversation",
+    )
+    return checks
+
+
 def composition(rows, convs, L: int) -> dict:
-    """What the mix holds (Q5): rows, conversations, their length and turns, and the families."""
-    families = pd.Series([c.meta["family"] for c in convs]).value_counts()
+    """What the mix holds (Q5): rows, conversations, their length and turns, and the shares of
+    each kind of row (:func:`mix_shares`)."""
     return {
         "rows": len(rows),
         "long QA conversations": len(convs),
         "mean conversation length / L": float(np.mean([c.length for c in convs]) / L),
         "turns per conversation": float(np.mean([len(c.turns) for c in convs])),
-        **{f"family: {k}": int(v) for k, v in families.items()},
+        **{f"share: {k}": float(v) for k, v in mix_shares(rows, convs).items()},
     }
 
 
@@ -152,17 +239,78 @@ def extend(ch, qlora: train.Recipe, name: str, rope_change: dict, seed: int, row
     )
 
 
-def extensions(ch, qlora: train.Recipe, variants: dict, seeds, first_rows) -> dict:
+def seed_rows(ch, qlora: train.Recipe, seeds, first_rows) -> dict:
+    """Each seed's training rows, seed -> rows (``first_rows``: the first seed's, already built)."""
+    return {seeds[0]: first_rows, **{s: training_rows(ch, qlora, s)[0] for s in seeds[1:]}}
+
+
+def extensions(ch, qlora: train.Recipe, variants: dict, seeds, rows: dict) -> dict:
     """Every run of the chapter, (variant, seed) -> folder: the recipe (``ABF x400``) on every
-    seed, the other RoPE changes on the first; each seed's training rows shared by its variants
-    (``first_rows``: the first seed's, already built); Unsloth on gpu/paper when installed."""
-    rows = {seeds[0]: first_rows, **{s: training_rows(ch, qlora, s)[0] for s in seeds[1:]}}
+    seed, the other RoPE changes on the first; each seed's training rows (``rows``, from
+    :func:`seed_rows`) shared by its variants; Unsloth on gpu/paper when installed."""
     unsloth = ch.profile in ("gpu", "paper") and importlib.util.find_spec("unsloth") is not None
     return {
         (name, seed): extend(ch, qlora, name, change, seed, rows[seed], unsloth)
         for name, change in variants.items()
         for seed in (seeds if name == "ABF x400" else seeds[:1])
     }
+
+
+# --- the control run: as much training, at the native length ---------------------------------------
+
+CONTROL = "control at W"
+
+
+def control_recipe(qlora: train.Recipe, W: int) -> train.Recipe:
+    """The recipe's run at the native window ``W`` instead of ``10 * W``: the same tokens, steps,
+    tokens per step, learning rate and adapters, ``FACTOR`` times more rows per step. What the
+    extension does to short-context ability is the recipe's change beyond this control's, so more
+    training (which may help an under-trained base) is not counted as kept ability (Q4)."""
+    return dataclasses.replace(qlora, seq_len=W)
+
+
+def control_rows(rows, W: int) -> list[dict]:
+    """The recipe's rows cut into rows of ``W`` tokens (every row into ``len // W`` pieces, in
+    order): the same tokens and targets, none further than ``W`` from its context. Position ids
+    restart at 0 in each piece (and wherever they restarted before, at a document's start)."""
+    out = []
+    for row in rows:
+        n = len(row["input_ids"])
+        if n % W:
+            raise ValueError(f"a row of {n} tokens does not cut into pieces of {W}")
+        for start in range(0, n, W):
+            piece = {k: v[start : start + W].clone() for k, v in row.items()}
+            pos = piece["position_ids"]
+            starts = torch.ones(W, dtype=torch.bool)  # where a segment starts in the piece
+            starts[1:] = pos[1:] != pos[:-1] + 1
+            first = torch.cummax(torch.where(starts, torch.arange(W), 0), 0).values
+            piece["position_ids"] = torch.arange(W) - first
+            out.append(piece)
+    return out
+
+
+def controls(ch, qlora: train.Recipe, seeds, rows: dict, b0: float) -> dict:
+    """The control run of every seed, seed -> folder: the base continued with its own RoPE at
+    ``W`` (:func:`control_recipe`) on that seed's rows cut to ``W`` (:func:`control_rows`)."""
+    recipe = control_recipe(qlora, ch.W)
+    change = {"method": "default", "base": b0}
+    return {
+        seed: extend(ch, recipe, CONTROL, change, seed, control_rows(rows[seed], ch.W))
+        for seed in seeds
+    }
+
+
+# --- per-example results, gates and checks for the scorecard ---------------------------------------
+
+
+def topic_counts(profile: str, W: int) -> list[int]:
+    """Numbers of topics for topic retrieval: for each of the profile's :data:`TOPIC_MULTIPLES`
+    ``m``, the most topic sections that fit in ``m * W`` tokens (:func:`topic_lengths`; a multiple
+    too short for two is left out), so the first lie inside the window and the last reach
+    ``10 * W``."""
+    multiples = pick(profile, **TOPIC_MULTIPLES)
+    counts = [(int(m * W) - 40) // TOPIC_SECTION for m in multiples]
+    return sorted({k for k in counts if k >= 2})
 
 
 def topic_lengths(counts, tokenizer=None, pool=None) -> list[int]:
@@ -179,22 +327,133 @@ def topic_lengths(counts, tokenizer=None, pool=None) -> list[int]:
     return lengths
 
 
-def topics(ch, ref: evaluate.Ref, counts, n: int, depths) -> pd.DataFrame:
-    """Topic retrieval (§3, Fig. 2: "what was the first topic?") by number of topics; the
-    headline rows with a ``topics`` column."""
+def example_scores(examples: pd.DataFrame, lengths=None) -> pd.Series:
+    """The headline score of every example of an :func:`lcx.evaluate.suite_examples` table (at
+    ``lengths`` only, if given), indexed by a label naming its task, length, depth and index: the
+    same label is the same prompt for every model, so the verdict engine pairs them."""
+    t = examples[examples.headline.astype(bool)]
+    if lengths is not None:
+        t = t[t.length.isin(list(lengths))]
+    labels = [
+        f"{task}@{length}/{depth}#{i}"
+        for task, length, depth, i in zip(t.task, t.length, t.depth, t.example, strict=True)
+    ]
+    return pd.Series(t.score.to_numpy(dtype=float), index=labels)
+
+
+def results(runs: dict, fixed: dict, seeds) -> pd.DataFrame:
+    """The verdict engine's table (:func:`lcx.verdicts.table`) from ``runs`` ((arm, seed) ->
+    per-example scores, a :class:`pandas.Series`) and ``fixed`` (arm -> scores of a model trained
+    once, such as the base every seed's run starts from: the reference of every seed)."""
+    return verdicts.table({**runs, **{(arm, s): v for arm, v in fixed.items() for s in seeds}})
+
+
+def gate(scores: pd.Series, threshold: float, what: str) -> tuple[bool, str]:
+    """``(passed, reason)``: whether the mean of ``scores`` reaches ``threshold`` (a part's gate,
+    e.g. the base retrieves inside its window), with the measured mean in the reason."""
+    if len(scores) == 0:
+        return False, f"{what}: no examples on this profile"
+    m = float(scores.mean())
+    return m >= threshold, f"{what}: {m:.3f} over {len(scores)} examples (gate >= {threshold:g})"
+
+
+def versus_base(examples: dict, seeds, lengths, arm: str = "ABF x400") -> pd.DataFrame:
+    """The results table of ``arm`` against the base on the examples at ``lengths``: ``examples``
+    maps ``"base"`` and every ``(arm, seed)`` to its :func:`lcx.evaluate.suite_examples` rows."""
+    runs = {(arm, s): example_scores(examples[arm, s], lengths) for s in seeds}
+    return results(runs, {"base": example_scores(examples["base"], lengths)}, seeds)
+
+
+def needle_gate(base_examples: pd.DataFrame, W: int) -> tuple[bool, str]:
+    """Q1/Q2's gate: the base retrieves the needle at its window ``W`` (:data:`NEEDLE_GATE`)."""
+    return gate(example_scores(base_examples, [W]), NEEDLE_GATE, "base needle per digit at W")
+
+
+def topic_gate(base_topics: pd.DataFrame, W: int) -> tuple[bool, str]:
+    """Q3's gate: the base names the first topic at the topic counts that fit inside its window
+    ``W`` (:data:`TOPIC_GATE`); not passed where no count fits (two sections need 232 tokens)."""
+    inside = sorted(set(base_topics.length[base_topics.length <= W]))
+    return gate(example_scores(base_topics, inside), TOPIC_GATE, "base topic SubEM inside W")
+
+
+def recipe_checks(run: Path, profile: str, b0: float, rows: int) -> dict:
+    """Q1's recipe checks, read from the recipe's trained run (its ``recipe.json``, ``log.json`` and
+    model), part name -> (holds, ours): QLoRA on a 4-bit base; the paper's rank and alpha (on the
+    scaled profiles the rank is cut with the hidden size and the paper's alpha / r = 1/2 kept);
+    adapters on q, k, v, o with the embeddings trained; RoPE base x400 without interpolation; the
+    peak learning rate 5e-5; linear decay from the first step (no warm-up), as logged; one epoch
+    over the ``rows`` training rows, as logged (§2 "Training")."""
+    recipe = json.loads((Path(run) / "recipe.json").read_text())
+    log = train.loss_log(run)
+    lora = recipe["lora"] or {}
+    r, alpha = lora.get("r"), lora.get("alpha")
+    paper_scale = profile in ("gpu", "paper")
+    rank_ok = (r, alpha) == (32, 16) if paper_scale else (r is not None and 2 * alpha == r)
+    problems = models.rope_problems(train.load_run(run), b0 * BASE_FACTOR)
+    steps = max(1, recipe["tokens"] // recipe["batch_tokens"])
+    rows_per_step = max(1, recipe["batch_tokens"] // recipe["seq_len"])
+    peak = recipe["lr"]
+    # the learning rate a step ran at, as the Trainer logs it: linear decay without warm-up is
+    # peak * (steps - (k - 1)) / steps at step k
+    logged = [(e["step"], e["learning_rate"]) for e in log]
+    linear = bool(logged) and all(
+        math.isclose(lr, peak * (steps - (k - 1)) / steps, rel_tol=1e-6, abs_tol=1e-12)
+        for k, lr in logged
+    )
+    # the epochs the whole run covers, from the last logged step (the Trainer logs every
+    # max(1, steps // 100) steps, so the last one need not be the final step)
+    epoch = log[-1]["epoch"] * steps / log[-1]["step"] if log else math.nan
+    return {
+        "4-bit base": (lora.get("quantize") == "nf4", f"quantize={lora.get('quantize')}"),
+        "rank and alpha": (rank_ok, f"r {r}, alpha {alpha} (paper 32, 16)"),
+        "adapted modules": (
+            tuple(models.LORA_TARGETS) == ("q_proj", "k_proj", "v_proj", "o_proj")
+            and lora.get("modules_to_save") == ["embed_tokens"],
+            f"{', '.join(models.LORA_TARGETS)} + {', '.join(lora.get('modules_to_save') or [])}",
+        ),
+        "RoPE base x400": (
+            not problems,
+            f"base {b0 * BASE_FACTOR:.4g}" if not problems else "; ".join(problems),
+        ),
+        "learning rate 5e-5": (math.isclose(peak, 5e-5), f"{peak:g}"),
+        "linear decay, no warm-up": (
+            linear and recipe["schedule"] == "linear",
+            f"{recipe['schedule']}, logged {logged[0][1]:.3g} at step 1, {logged[-1][1]:.3g} at "
+            f"step {logged[-1][0]} of {steps}"
+            if logged
+            else "no log",
+        ),
+        "one epoch": (
+            math.isclose(epoch, 1.0) and steps * rows_per_step == rows,
+            f"{steps} steps x {rows_per_step} rows of {rows}, logged epoch {epoch:.3g}",
+        ),
+    }
+
+
+def topics(ch, ref: evaluate.Ref, counts, n: int) -> pd.DataFrame:
+    """Topic retrieval (§3, Fig. 2: "what was the first topic?") by number of topics, example by
+    example (:func:`lcx.evaluate.suite_examples`), headline rows with a ``topics`` column."""
     lengths = topic_lengths(counts)
-    t = evaluate.suite(ref, ch.tokenizer, ch.tokens, ["topic"], lengths, n, depths)
-    t = t[t.headline].copy()
+    t = evaluate.suite_examples(ref, ch.tokenizer, ch.tokens, ["topic"], lengths, n)
+    t = t[t.headline.astype(bool)].copy()
     t["topics"] = t.length.map(dict(zip(lengths, counts, strict=True)))
     return t
 
 
-def retention(ch, ref: evaluate.Ref, n: int, depths) -> tuple[float, float]:
-    """(short perplexity, mean short-task score at ``W/2`` and ``W``): how much short-context
-    ability is kept (§3, Table 3's MMLU stand-in)."""
-    W = ch.W
-    s = evaluate.suite(ref, ch.tokenizer, ch.tokens, RETENTION_TASKS, [W // 2, W], n, depths)
-    return evaluate.short_ppl(ref, ch.tokenizer, ch.tokens, W), float(s[s.headline].score.mean())
+def short_nll(ch, ref: evaluate.Ref) -> pd.Series:
+    """Held-out short documents' NLL (mean nats per token), one per document, alone up to ``W``
+    tokens (:func:`lcx.evaluate.short_nll_docs`): Q4's perplexity stand-in for MMLU."""
+    docs = evaluate.short_nll_docs(ref, ch.tokenizer, ch.tokens, ch.W)
+    return pd.Series(docs.nll.to_numpy(dtype=float), index=docs.doc.to_numpy())
+
+
+def short_tasks(ch, ref: evaluate.Ref, n: int, depths) -> pd.Series:
+    """The probe tasks of :data:`RETENTION_TASKS` at ``W / 2`` and ``W``, headline score per example
+    (:func:`example_scores`): Q4's task stand-in for MMLU."""
+    ex = evaluate.suite_examples(
+        ref, ch.tokenizer, ch.tokens, RETENTION_TASKS, [ch.W // 2, ch.W], n, depths=depths
+    )
+    return example_scores(ex)
 
 
 def memory_plan(length: int = 81920):
@@ -214,23 +473,88 @@ def memory_plan(length: int = 81920):
     ).T
 
 
-def measured_costs(ch, qlora: train.Recipe, size: str, steps: int) -> pd.DataFrame:
-    """Tokens/s and peak memory growth of a few training steps at ``10 * W`` for full, LoRA
-    and QLoRA fine-tuning of a ``size`` model (:func:`lcx.bench.attention_step`)."""
+def plan_checks(plan: pd.DataFrame) -> dict:
+    """Q6's arithmetic (:func:`memory_plan`, Llama-3-8B at 80K), part name -> (holds, ours): the
+    formula puts QLoRA below LoRA below full fine-tuning, with and without a chunked loss; and
+    QLoRA with Unsloth's chunked loss fits one 80 GB GPU (§2: one sequence per A800, no
+    parallelism), which full fine-tuning does not."""
+    total = plan["total"]
+    order = all(
+        total[f"qlora{c}"] < total[f"lora{c}"] < total[f"full{c}"] for c in ("", " + chunked loss")
+    )
+    fits = total["qlora + chunked loss"] < GPU_GB < total["full"]
+    return {
+        "plan: QLoRA < LoRA < full": (
+            order,
+            f"{total['qlora']:.0f} < {total['lora']:.0f} < {total['full']:.0f} GB",
+        ),
+        "plan: QLoRA fits one GPU": (
+            fits,
+            f"QLoRA + chunked loss {total['qlora + chunked loss']:.0f} GB, full "
+            f"{total['full']:.0f} GB (one A800: {GPU_GB} GB)",
+        ),
+    }
+
+
+def measured_costs(
+    ch, qlora: train.Recipe, size: str, steps: int, repeats: int = 1
+) -> pd.DataFrame:
+    """Tokens/s, peak memory growth and peak memory (``peak_rss_mb``: resident on CPU, allocated
+    on CUDA) of a few training steps at ``10 * W`` for full, LoRA and QLoRA fine-tuning of a
+    ``size`` model (:func:`lcx.bench.attention_step`, each in a fresh process on CPU), ``repeats``
+    times each: one row per method and repeat."""
     measured = []
-    for method in ("full", "lora", "qlora"):
-        r = bench.attention_step(
-            size,
-            FACTOR * ch.W,
-            "sdpa",
-            steps=steps,
-            vocab=len(ch.tokenizer),
-            bf16=ch.profile != "tiny",
-            method=method,
-            checkpointing=True,
-            lora_r=qlora.lora["r"],
-        )
-        measured.append(
-            {"method": method, "tokens_per_s": r["tokens_per_s"], "peak_mb": r["peak_mb"]}
-        )
-    return pd.DataFrame(measured).set_index("method")
+    for repeat in range(repeats):
+        for method in ("full", "lora", "qlora"):
+            r = bench.attention_step(
+                size,
+                FACTOR * ch.W,
+                "sdpa",
+                steps=steps,
+                vocab=len(ch.tokenizer),
+                bf16=ch.profile != "tiny",
+                method=method,
+                checkpointing=True,
+                lora_r=qlora.lora["r"],
+            )
+            measured.append(
+                {
+                    "method": method,
+                    "repeat": repeat,
+                    **{k: r[k] for k in ("tokens_per_s", "peak_mb", "peak_rss_mb")},
+                }
+            )
+    return pd.DataFrame(measured)
+
+
+METHOD_ARMS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+
+
+def memory_results(measured: pd.DataFrame) -> pd.DataFrame:
+    """The verdict engine's table of :func:`measured_costs`: each method an arm (its
+    :data:`METHOD_ARMS` name), each repeat an example, the peak memory (MB) its value."""
+    return verdicts.table(
+        {
+            (METHOD_ARMS[m], 0): g.set_index("repeat").peak_rss_mb
+            for m, g in measured.groupby("method")
+        }
+    )
+
+
+def memory_gate(ch, qlora: train.Recipe, size: str, other: str) -> tuple[bool, str]:
+    """``(passed, reason)``: whether the memory formula (:func:`lcx.budget.memory_plan`, bf16
+    accounting) predicts that QLoRA saves at least :data:`MEMORY_RESOLUTION_MB` against
+    ``other`` (``"lora"`` or ``"full"``) for the model :func:`measured_costs` measures: below that
+    the saving is within what resident memory moves between runs, so a tiny model cannot show it."""
+    config = models.tiny_config(size, len(ch.tokenizer), FACTOR * ch.W, bench.ROPE_BASE)
+    r = qlora.lora["r"]
+    total = {
+        m: budget.memory_plan(config, FACTOR * ch.W, m, r=r)["total"] / 2**20
+        for m in ("qlora", other)
+    }
+    saving = total[other] - total["qlora"]
+    return (
+        saving >= MEMORY_RESOLUTION_MB,
+        f"the formula predicts QLoRA saves {saving:.1f} MB against {METHOD_ARMS[other]} for "
+        f"the measured model (gate >= {MEMORY_RESOLUTION_MB:g} MB)",
+    )
