@@ -70,7 +70,7 @@ class Row:
 
 
 def _fmt(x: float) -> str:
-    return "nan" if x != x else f"{x:+.3g}"
+    return "nan" if x != x else f"{x + 0.0:+.3g}" if x else "0"  # no "-0"
 
 
 def judge_part(part, result, gate=None) -> dict:
