@@ -5,17 +5,23 @@ tuning (Table 18), document masking (Table 20), a second stage longer than the e
 HELMET's categories (Table 10); with the paper's numbers the chapter sets its results beside.
 
 Lengths are in units of the base model's native window ``W`` (the paper's 8K), so 64K is ``8 * W``.
+
+The claims P1-P9 and their parts (arms, metric, minimum effect, margin, gate) are data in
+:mod:`lcx.claims`; this module turns the chapter's evaluations into the per-seed, per-example tables
+the verdict engine reads (:func:`part_results`, :data:`PART_DATA`), so the notebook types no rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import torch
 
-from . import attention, bench, budget, data, evaluate, models, rope, tasks, train
+from . import attention, bench, budget, claims, data, evaluate, models, rope, tasks, train
 from . import rows as row_builders
 from .profiles import pick
 from .results import load_metrics
@@ -38,6 +44,17 @@ ABLATIONS = {  # Fig. 1/3 (long share), Table 4 (sources), Table 18 (base), Tabl
 }
 TINY_ABLATIONS = ("ProLong recipe", "long 100%", "no document masking")  # every code path
 LONG_SHARES = {"long 40%": 0.4, "ProLong recipe": 0.6, "long 80%": 0.8, "long 100%": 1.0}
+# Evaluation lengths in units of W. The ablations average 32K and 64K (§2.1); Table 10 averages
+# 32K, 64K and 128K: over Llama-3's 8K window, 4W, 8W and 16W.
+EVAL_LENGTHS = (4, 8)
+P9_LENGTHS = (4, 8, 16)
+JUDGE = "answer_acc"  # the verdicts' reading of the suite: teacher-forced, content tokens only
+# Table 7's arms (stage 2 from the recipe's model): the same tokens at 8W again, or at stage 2's
+# longer length L2 (16W here, the paper's 512K = 64W on gpu)
+CONTINUE, SWITCH = "continue at 8W", "switch to L2"
+TABLE_7_CATEGORIES = ("recall", "rag", "rerank", "icl")  # the categories Table 7 reports
+SHORT_ONLY = "short-only SFT"  # Table 8's 0%
+TIMED = {"sdpa": "full attention", attention.VARLEN: "variable-length attention"}  # Table 15
 PAPER_ROWS = ["Recall", "RAG", "Re-rank", "ICL", "QA", "Summ.", "Avg.", "Short avg."]
 TABLE_4 = {  # data sources
     "Code Repos": [99.2, 53.8, 29.0, 61.2, 34.7, 36.2, 52.3, 65.9],
@@ -252,10 +269,17 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
     )
 
 
+def suite_examples(ch, run, lengths, n: int, depths=(0.5,)) -> pd.DataFrame:
+    """:data:`SUITE` of ``run`` example by example (:func:`lcx.evaluate.suite_examples`, cached):
+    with the same evaluation seed every model answers the same prompts."""
+    ref = evaluate.Ref.of(run)
+    return evaluate.suite_examples(ref, ch.tokenizer, ch.tokens, SUITE, lengths, n, depths=depths)
+
+
 def suite_scores(ch, run, lengths, n: int, depths=(0.5,), metric=None) -> pd.DataFrame:
     """HELMET's categories x ``lengths`` (each category the mean of its tasks) of ``run`` on
     :data:`SUITE`; ``metric`` None reads each task's headline metric."""
-    t = evaluate.suite(evaluate.Ref.of(run), ch.tokenizer, ch.tokens, SUITE, lengths, n, depths)
+    t = evaluate.aggregate(suite_examples(ch, run, lengths, n, depths))
     return evaluate.category_means(t, metric)
 
 
@@ -265,16 +289,76 @@ def macro(by_length: pd.DataFrame) -> pd.Series:
     return pd.Series({**cats.to_dict(), "avg": float(cats.mean())})
 
 
-def long_ppl(ch, run, n: int) -> float:
-    """Perplexity of the second half of ``8 * W`` held-out windows from long code and books
-    (Fig. 1's long-data perplexity); NaN when no held-out document is that long."""
+def long_windows(ch, runs: dict, n: int) -> pd.DataFrame | str:
+    """Fig. 1's long-data perplexity, window by window: for each ``(arm, seed) -> run``, the NLL
+    of the last half of ``n`` held-out ``8 * W`` windows of long code and books (the paper takes
+    the last 32K of 64K PG19 windows); one row per arm, seed and window (the same window index is
+    the same text for every model). The reason, when no held-out document is that long."""
     L = 8 * ch.W
     try:
         evaluate.windows(ch.tokens["test"], L, n, ch.tokenizer.bos_token_id, domains=list(LONG))
-    except ValueError:  # no held-out long document (the tiny corpus)
-        return np.nan
-    nll = evaluate.nll(evaluate.Ref.of(run), ch.tokenizer, ch.tokens, L, n, 0, 4, list(LONG))
-    return float(np.exp(nll[:, L // 2 :].mean()))
+    except ValueError as err:  # no held-out long document (the tiny corpus)
+        return f"no held-out long document: {err}"
+    frames = [
+        evaluate.perplexity_windows(
+            evaluate.Ref.of(run), ch.tokenizer, ch.tokens, [L], n, list(LONG), L // 2
+        ).assign(arm=arm, seed=seed)
+        for (arm, seed), run in runs.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def short_docs(ch, runs: dict) -> pd.DataFrame:
+    """Short-text quality before SFT, document by document: for each ``(arm, seed) -> run``, the
+    NLL of every held-out short document (:func:`lcx.evaluate.short_nll_docs`, at most ``W``
+    tokens; the paper runs its short tasks on the model before SFT too)."""
+    frames = [
+        evaluate.short_nll_docs(evaluate.Ref.of(run), ch.tokenizer, ch.tokens, ch.W).assign(
+            arm=arm, seed=seed
+        )
+        for (arm, seed), run in runs.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def arm_examples(ch, runs: dict, lengths, n: int, depths=(0.5,)) -> pd.DataFrame:
+    """The suite example by example for each ``(arm, seed) -> run`` (after SFT), in one table
+    with ``arm`` and ``seed`` columns."""
+    frames = [
+        suite_examples(ch, run, lengths, n, depths).assign(arm=arm, seed=seed)
+        for (arm, seed), run in runs.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_seed(examples: pd.DataFrame, short=None, long=None, judge: str = JUDGE) -> pd.DataFrame:
+    """One row per arm and seed: the categories read with ``judge`` and macro-averaged over
+    lengths (:func:`macro`), their average, the average of HELMET's headline metrics, and, where
+    given, the short and long perplexity (``exp`` of the mean NLL over every short document's
+    tokens; over the long windows' mean NLL)."""
+    rows = []
+    for (arm, seed), ex in examples.groupby(["arm", "seed"], sort=False):
+        cells = evaluate.aggregate(ex)
+        m = macro(evaluate.category_means(cells, judge))
+        rows.append(
+            {
+                "model": arm,
+                "seed": seed,
+                **m.to_dict(),
+                "HELMET avg": macro(evaluate.category_means(cells))["avg"],
+            }
+        )
+    out = pd.DataFrame(rows)
+    if short is not None:
+        g = short.groupby(["arm", "seed"])
+        ppl = np.exp(g.nll_sum.sum() / g.tokens.sum()).rename("short ppl")
+        out = out.join(ppl, on=["model", "seed"])
+    if isinstance(long, pd.DataFrame):
+        ppl = np.exp(long.groupby(["arm", "seed"]).nll.mean()).rename("long ppl")
+        out = out.join(ppl, on=["model", "seed"])
+    else:
+        out["long ppl"] = np.nan
+    return out
 
 
 def ablation_table(summary: pd.DataFrame, names, paper: dict):
@@ -314,38 +398,23 @@ def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
     )
 
 
+def stage2_plan(stage1: train.Recipe, stage2: train.Recipe, W: int) -> dict:
+    """Table 7's two arms from the recipe's model: arm -> (recipe, RoPE base key of
+    :func:`rope_bases`, run name): the same tokens at 8W again, or at stage 2's length with the
+    base raised again (the run names keep the length, e.g. "switch to 16W")."""
+    return {
+        CONTINUE: (dataclasses.replace(stage1, tokens=stage2.tokens), "stage 1", CONTINUE),
+        SWITCH: (stage2, "stage 2", f"switch to {stage2.seq_len // W}W"),
+    }
+
+
 def stage2_run(ch, start, recipe: train.Recipe, rope_base: str, bases: dict, seed: int, name: str):
     """§3.2 / Table 7: the recipe's run ``start`` trained further with ``recipe`` and RoPE base
     ``rope_base`` (a key of ``bases``), on fresh rows (seed ``1000 + seed``: stage 1's seed would
-    replay its first rows)."""
+    replay its first rows); ``name`` names the run."""
     inputs = [ch.tokenizer.key, ch.tokens.key, start.name]
     model = train.load_run(start)
     return continued_run(ch, model, recipe, {"base": rope_base}, bases, 1000 + seed, name, inputs)
-
-
-def ablation_results(ch, runs: dict, sft_runs: dict, lengths, n: int, judge, long_n: int, skip):
-    """One row per (ablation, seed): the suite after SFT, macro-averaged per category with the
-    ``judge`` metric, its HELMET-metric average, and the short and long perplexity of the run
-    before SFT (no long perplexity for the names in ``skip``). Returns (rows, rows with
-    HELMET's metrics per category)."""
-    rows, generated = [], []
-    for (name, seed), run in runs.items():
-        tuned = sft_runs[name, seed]
-        helmet = macro(suite_scores(ch, tuned, lengths, n))
-        generated.append({"model": name, "seed": seed, **helmet.to_dict()})
-        rows.append(
-            {
-                "model": name,
-                "seed": seed,
-                **macro(suite_scores(ch, tuned, lengths, n, metric=judge)).to_dict(),
-                "HELMET avg": helmet["avg"],
-                "short ppl": evaluate.short_ppl(
-                    evaluate.Ref.of(run), ch.tokenizer, ch.tokens, ch.W
-                ),
-                "long ppl": long_ppl(ch, run, long_n) if name not in skip else np.nan,
-            }
-        )
-    return pd.DataFrame(rows), pd.DataFrame(generated)
 
 
 def summary_targets(ch, length: int, n: int) -> list[str]:
@@ -358,11 +427,6 @@ def summary_targets(ch, length: int, n: int) -> list[str]:
     ]
 
 
-def scores_at(ch, runs, lengths, n: int, length: int, metric=None) -> list:
-    """The suite's mean over categories at ``length`` for each run (e.g. one per seed)."""
-    return [suite_scores(ch, r, lengths, n, metric=metric)[length].mean() for r in runs]
-
-
 def synthetic_sft(ch, sft: train.Recipe, starts: dict, shares, task_names, short_only: list):
     """Table 8's runs: for each synthetic share, each seed's ``starts[seed]`` fine-tuned on short
     chats with that share of synthetic long rows; share 0 is ``short_only`` (already run)."""
@@ -372,24 +436,47 @@ def synthetic_sft(ch, sft: train.Recipe, starts: dict, shares, task_names, short
     return runs
 
 
-def synthetic_table(avg: dict, helmet: dict, sft: train.Recipe) -> pd.DataFrame:
-    """Table 8 beside ours: per synthetic share, the suite average over seeds (and its range),
-    the HELMET-metric average, and how many rows of each SFT run are synthetic (a share too
-    small for the run rounds to 0)."""
-    table = pd.DataFrame(
-        {
-            f"{k:.0%}": {
-                "ours (avg)": float(np.mean(v)),
-                "min": min(v),
-                "max": max(v),
-                "HELMET avg": float(np.mean(helmet[k])),
-                "synthetic rows": row_builders.share_counts(
-                    {"short chat": 1 - k, "synthetic long": k}, sft.steps * sft.rows_per_step
-                )["synthetic long"],
-            }
-            for k, v in avg.items()
+def synthetic_arm(share: float) -> str:
+    """Table 8's arm of a synthetic share: ``"10% synthetic"``, or short-only SFT for 0."""
+    return SHORT_ONLY if share == 0 else f"{share:.0%} synthetic"
+
+
+def synthetic_rows(sft: train.Recipe, share: float) -> int:
+    """How many rows of an SFT run are synthetic at ``share`` (a share too small for the run's
+    rows rounds to none)."""
+    n = sft.steps * sft.rows_per_step
+    return row_builders.share_counts({"short chat": 1 - share, "synthetic long": share}, n)[
+        "synthetic long"
+    ]
+
+
+def synthetic_gates(sft: train.Recipe) -> dict:
+    """P7's gates, ``{part name: (passed, reason)}``: a part's synthetic share (its arm, e.g.
+    "10% synthetic") is testable when its SFT run has at least one synthetic row; a share that
+    rounds to none would make it the short-only run itself."""
+    gates = {}
+    for part in claims.CLAIMS["P7"].parts:
+        share = float(part.arms[1].split("%")[0]) / 100
+        k = synthetic_rows(sft, share)
+        gates[part.name] = (k > 0, f"{k} of {sft.steps * sft.rows_per_step} SFT rows synthetic")
+    return gates
+
+
+def synthetic_table(results: pd.DataFrame, sft: train.Recipe, shares) -> pd.DataFrame:
+    """Table 8 beside ours: per synthetic share (0 and ``shares``), the suite average over seeds
+    (and its range) from :func:`per_seed`'s ``results``, the HELMET-metric average, and how many
+    rows of each SFT run are synthetic."""
+    table = {}
+    for share in [0.0, *shares]:
+        r = results[results.model == synthetic_arm(share)]
+        table[f"{share:.0%}"] = {
+            "ours (avg)": r["avg"].mean(),
+            "min": r["avg"].min(),
+            "max": r["avg"].max(),
+            "HELMET avg": r["HELMET avg"].mean(),
+            "synthetic rows": synthetic_rows(sft, share),
         }
-    ).T
+    table = pd.DataFrame(table).T
     table["paper (Avg.)"] = pd.Series(TABLE_8)
     return table
 
@@ -520,3 +607,214 @@ def final_table(ch, contenders: dict, lengths, n: int, depths, judge) -> pd.Data
                 "HELMET avg": float(helmet[length].mean()),
             }
     return pd.DataFrame(table).T
+
+
+# --- the verdicts' inputs: per-seed, per-example tables of the registry's arms ---------------------
+
+# What each empirical part of lcx.claims reads: (source, selection). A source is a table of the
+# chapter's results (see part_results); a suite selection keeps the categories and the lengths (in
+# W) the paper's comparison averages. The arms, the metric's words, the direction and the
+# thresholds are the registry's.
+_TABLE_4 = {"categories": None, "lengths": EVAL_LENGTHS}
+PART_DATA = {
+    ("P1", "long perplexity"): ("long", {}),
+    ("P1", "suite: 60% vs 100% long"): ("suite", _TABLE_4),
+    ("P2", "recall: code vs books"): ("suite", {**_TABLE_4, "categories": ("recall",)}),
+    ("P2", "recall: code vs 1:1"): ("suite", {**_TABLE_4, "categories": ("recall",)}),
+    ("P2", "ICL: books vs code"): ("suite", {**_TABLE_4, "categories": ("icl",)}),
+    ("P2", "summ: books vs code"): ("suite", {**_TABLE_4, "categories": ("summ",)}),
+    ("P2", "avg: 1:1 vs code"): ("suite", _TABLE_4),
+    ("P2", "avg: 1:1 vs books"): ("suite", _TABLE_4),
+    ("P3", "suite: 60% vs 100% long"): ("suite", _TABLE_4),
+    ("P3", "short: 60% vs 100% long"): ("short", {}),
+    ("P3", "short: 40% vs 60% long"): ("short", {}),
+    ("P4", "2x NTK vs NTK"): ("suite", _TABLE_4),
+    ("P4", "NTK vs original"): ("suite", _TABLE_4),
+    ("P5", "long"): ("suite", _TABLE_4),
+    ("P5", "short"): ("short", {}),
+    ("P6", "at 8W"): ("suite", {"categories": TABLE_7_CATEGORIES, "lengths": (8,)}),
+    ("P7", "10% synthetic"): ("suite", _TABLE_4),
+    ("P7", "50% synthetic"): ("suite", _TABLE_4),
+    ("P8", "per-document attention"): ("rows", {}),
+}
+
+
+def example_label(task: str, length: int, depth, example: int) -> str:
+    """One evaluation example's label, the same for every model that answered the same prompt:
+    task, length, depth (``-`` for a task without one) and its index in the cell."""
+    where = "-" if depth is None or depth != depth else f"{float(depth):g}"
+    return f"{task}@{int(length)}@{where}#{int(example)}"
+
+
+def suite_values(
+    examples: pd.DataFrame, W: int, metric=JUDGE, categories=None, lengths=None
+) -> pd.DataFrame:
+    """The verdict engine's table (columns ``arm``, ``seed``, ``example``, ``value``) from
+    :func:`arm_examples`' rows: each example's ``metric`` (None: its task's headline metric), in
+    ``categories`` and at ``lengths`` (multiples of ``W``) when given; skipped cells left out.
+    One task per category and the same number of examples in every task and length make the mean
+    over examples the macro-average over categories and lengths (Table 10's): a table where they
+    differ is refused."""
+    t = examples[examples.score.notna()]
+    t = t[t.headline.astype(bool)] if metric is None else t[t.metric == metric]
+    if categories is not None:
+        t = t[t.category.isin(categories)]
+    if lengths is not None:
+        t = t[t.length.isin([k * W for k in lengths])]
+    if t.empty:
+        raise ValueError(f"no {metric or 'headline'} scores in {categories} at {lengths} x W")
+    counts = t.groupby(["arm", "seed", "task", "length"]).size()
+    if counts.nunique() > 1:
+        raise ValueError(
+            "examples per task and length differ, so their mean is not the macro-average: "
+            f"{counts.to_dict()} (n per cell must be a multiple of the number of depths)"
+        )
+    labels = [example_label(*k) for k in zip(t.task, t.length, t.depth, t.example, strict=True)]
+    return pd.DataFrame(
+        {"arm": t.arm.values, "seed": t.seed.values, "example": labels, "value": t.score.values}
+    )
+
+
+def nll_values(rows: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """The engine's table from :func:`short_docs` (``unit="doc"``) or :func:`long_windows`
+    (``unit="window"``) rows: each document's or window's mean NLL per token."""
+    return pd.DataFrame(
+        {
+            "arm": rows.arm.values,
+            "seed": rows.seed.values,
+            "example": rows[unit].astype(int).values,
+            "value": rows.nll.values,
+        }
+    )
+
+
+def timing_values(times: pd.DataFrame) -> pd.DataFrame:
+    """The engine's table from :func:`row_times`: the log seconds of each packed row's pass per
+    attention implementation (:data:`TIMED`'s arms), paired by row; one measurement (seed 0).
+    A difference of logs is the log of the speed ratio."""
+    t = times[times.impl.isin(list(TIMED))]
+    return pd.DataFrame(
+        {
+            "arm": t.impl.map(TIMED).values,
+            "seed": 0,
+            "example": t.row.astype(int).values,
+            "value": np.log(t.seconds.astype(float).values),
+        }
+    )
+
+
+def part_results(claim_id: str, sources: dict, W: int, not_run: dict | None = None) -> dict:
+    """The results of ``claim_id``'s empirical parts for :meth:`lcx.scorecard.Scorecard.judge`:
+    part name -> the engine's table, built from ``sources`` (``"suite"``: :func:`arm_examples`'
+    rows of every arm; ``"short"``: :func:`short_docs`; ``"long"``: :func:`long_windows`, or the
+    reason it has none; ``"rows"``: :func:`row_times`) as :data:`PART_DATA` says, or the reason
+    the part was not run: its source or an arm is missing (``not_run``: arm -> why)."""
+    not_run = not_run or {}
+    out = {}
+    for part in claims.CLAIMS[claim_id].parts:
+        if part.kind != "empirical":
+            continue
+        source, select = PART_DATA[claim_id, part.name]
+        rows = sources.get(source, f"{source} not measured on this profile")
+        if isinstance(rows, str):
+            out[part.name] = rows
+            continue
+        if source == "rows":
+            rows = timing_values(rows)
+        missing = [a for a in part.arms if a not in set(rows.arm)]
+        if missing:
+            out[part.name] = "; ".join(
+                f"{a}: {not_run.get(a, 'not run on this profile')}" for a in missing
+            )
+        elif source == "suite":
+            out[part.name] = suite_values(rows, W, JUDGE, **select)
+        elif source == "rows":
+            out[part.name] = rows
+        else:
+            out[part.name] = nll_values(rows, "doc" if source == "short" else "window")
+    return out
+
+
+def token_averaged_loss() -> tuple[bool, str]:
+    """§A.3's loss rule as :mod:`lcx.train`'s trainer applies it: two micro-batches with 2 and 6
+    answer tokens make a step whose loss is divided by 8, every answer token of the step (a mean
+    of micro-batch means would weigh the 2 tokens three times as much). (holds, ours)."""
+
+    def micro_batch(answers: int, length: int = 10) -> dict:
+        labels = torch.full((1, length), row_builders.IGNORE)
+        labels[0, -answers:] = 1
+        return {"labels": labels, "loss_weights": torch.ones(1, length)}
+
+    one_rank = SimpleNamespace(args=SimpleNamespace(world_size=1))
+    weight = train.LcxTrainer._get_num_items_in_batch(
+        one_rank, [micro_batch(2), micro_batch(6)], "cpu"
+    )
+    return (
+        int(weight) == 8,
+        f"a step of 2 + 6 answer tokens is divided by {int(weight)} (lcx.train's trainer)",
+    )
+
+
+def reordering(simulated: dict) -> tuple[bool, str]:
+    """P8's simulation as an arithmetic check: (reordered beats random orders, ours)."""
+    base, ordered = simulated["variable-length attention"], simulated["+ minibatch reordering"]
+    return (
+        bool(ordered > base),
+        f"simulated on {DEVICES} ranks: {base:.0f} -> {ordered:.0f} tok/s/device "
+        f"({ordered / base - 1:+.1%}) from the measured row times",
+    )
+
+
+def p9_report(examples: pd.DataFrame, W: int, judge: str = JUDGE) -> dict:
+    """P9's checks of what the report covers, from the final model's :func:`arm_examples` rows:
+    ``lengths``: scored at :data:`P9_LENGTHS`; ``categories``: every category of
+    :data:`CATEGORIES` scored at every length. (holds, ours) each, ``ours`` the per-category
+    macro-averages (mean over seeds)."""
+    t = examples[examples.score.notna() & (examples.metric == judge)]
+    scored = {int(n) // W for n in t.length.unique()}
+    per_length = t.groupby("length").category.agg(set)
+    every = all(set(CATEGORIES) <= cats for cats in per_length)
+    m = per_seed(examples, judge=judge).mean(numeric_only=True)
+    numbers = ", ".join(f"{c} {m[c]:.3f}" for c in CATEGORIES if c in m)
+    return {
+        "lengths": (
+            scored == set(P9_LENGTHS),
+            "scored at " + ", ".join(f"{k}W" for k in sorted(scored)),
+        ),
+        "categories": (
+            bool(every) and len(per_length) == len(P9_LENGTHS),
+            f"{numbers}; avg {m['avg']:.3f} (HELMET metric {m['HELMET avg']:.3f})",
+        ),
+    }
+
+
+def not_run(profile: str, ran, missing, shares) -> dict:
+    """Why an arm of the registry has no results on ``profile`` (arm -> reason): an ablation
+    skipped for want of its long data (``missing``) or not in the profile's set (``ran``), a
+    synthetic share not in ``shares``."""
+    reasons = {}
+    for name in ABLATIONS:
+        if name in missing:
+            reasons[name] = "its long data is not in this profile's corpus"
+        elif name not in ran:
+            reasons[name] = f"not among the {profile} profile's ablations"
+    for part in claims.CLAIMS["P7"].parts:
+        arm = part.arms[1]
+        if arm not in {synthetic_arm(s) for s in shares}:
+            reasons[arm] = f"this share is not run on the {profile} profile"
+    return reasons
+
+
+def p6_table(examples: pd.DataFrame, W: int) -> pd.DataFrame:
+    """Table 7 beside ours: Table 7's categories at 8W after SFT, per arm (mean over seeds and
+    examples), read with :data:`JUDGE` and with HELMET's metrics."""
+    select = {"categories": TABLE_7_CATEGORIES, "lengths": (8,)}
+    t = examples[examples.arm.isin([CONTINUE, SWITCH])]
+    ours = {
+        column: suite_values(t, W, metric, **select).groupby("arm", sort=False).value.mean()
+        for column, metric in [("answer accuracy at 8W", JUDGE), ("HELMET metric at 8W", None)]
+    }
+    table = pd.DataFrame(ours)
+    paper = dict(zip([CONTINUE, SWITCH], TABLE_7.values(), strict=True))
+    table["paper (Recall/RAG/Re-rank/ICL at 64K)"] = pd.Series(paper)
+    return table
