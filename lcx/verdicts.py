@@ -28,6 +28,7 @@ seeds' degrees of freedom keeps its 95%, and says plainly how little two seeds c
 
 - ``not testable at this scale``: the part's gate failed, or every arm sits at the metric's floor
   (the reason is recorded with the numbers);
+- ``inconclusive`` when the differences do not vary at all (a few tied examples): no interval;
 - comparison parts: ``reproduced`` when the interval lies above zero and the effect reaches the
   minimum effect; ``not reproduced`` when the interval lies below the minimum effect (a smaller or
   opposite effect, shown); otherwise ``inconclusive``;
@@ -184,6 +185,8 @@ def part_verdict(
     if floor is not None and all(m <= floor for m in est.means.values()):
         shown = ", ".join(f"{k} {m:.3f}" for k, m in est.means.items())
         return NOT_TESTABLE, f"every arm at the metric's floor (<= {floor:g}): {shown}"
+    if est.se == 0:  # every difference the same (a few examples, all tied): no interval to read
+        return "inconclusive", f"no spread between examples or seeds (effect {est.effect:+.3g})"
     lo, hi = est.interval(confidence)
     if margin is not None:
         if lo > -margin:

@@ -166,3 +166,13 @@ def test_estimate_refuses_tables_it_cannot_read():
         verdicts.estimate(pd.concat([data, data]), "new", "old")
     with pytest.raises(ValueError, match="columns"):
         verdicts.estimate(data.drop(columns="seed"), "new", "old")
+
+
+def test_differences_without_any_spread_are_inconclusive_not_a_confident_zero():
+    """Four paired examples that tie exactly: the standard error is 0 and the interval [0, 0]
+    would read as a confident 'not reproduced'; with no spread to estimate one, it is inconclusive."""
+    data = verdicts.table(
+        {("new", 0): dict.fromkeys(range(4), 0.5), ("old", 0): dict.fromkeys(range(4), 0.5)}
+    )
+    verdict, est = verdict_of(data)
+    assert est.se == 0 and verdict == "inconclusive"
