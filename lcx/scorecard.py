@@ -1,9 +1,10 @@
-"""The scorecard every chapter ends with: claim, the paper's number, ours, scale, verdict.
+"""The scorecard every chapter ends with: claim, verdict, the paper's numbers, ours, scale, and
+every part of the claim with its effect, interval and verdict.
 
-A verdict is never typed: a row names its claim (the statement and the paper's numbers come from
-:mod:`lcx.claims`) and the checks the notebook computed from this run; :func:`verdict` turns the
-checks into the verdict, and the checks' names are recorded as the row's rule, so the reader sees
-both.
+A verdict is never typed: a row names its claim (:mod:`lcx.claims` holds its statement, the
+paper's numbers and its parts with their pre-registered thresholds), the chapter hands over this
+run's results part by part (:meth:`Scorecard.judge`), and :mod:`lcx.verdicts` computes each part's
+verdict and the claim's.
 """
 
 from __future__ import annotations
@@ -20,40 +21,6 @@ from .results import current, is_staging, publish, save_json, save_metrics
 VERDICTS = verdicts.VERDICTS
 # the verdict beside its claim, so a page narrower than the table still shows both
 COLUMNS = ["claim", "verdict", "statement", "paper", "ours", "scale", "rule", "source"]
-
-
-def verdict(checks, testable: bool = True) -> str:
-    """``reproduced`` if every check holds, ``partly`` if some do, ``not reproduced`` if none.
-
-    ``checks``: booleans (or a mapping name -> boolean) computed from this run's metrics.
-    """
-    values = list(checks.values()) if isinstance(checks, dict) else list(checks)
-    if not testable:
-        return "not testable at this scale"
-    if not values:
-        raise ValueError("verdict needs at least one check")
-    passed = sum(bool(v) for v in values)
-    return "reproduced" if passed == len(values) else "partly" if passed else "not reproduced"
-
-
-def beats_in_every_seed(
-    results: pd.DataFrame, a: str, b: str, col="avg", lower: bool = False
-) -> bool:
-    """Whether model ``a`` beats model ``b`` on ``col`` in every seed: ``results`` has one row
-    per model and seed (columns ``model``, ``seed``, ``col``); the two are compared seed by seed
-    (same seed, same evaluation examples), so an ordering that holds only in the mean over seeds
-    does not count. Higher is better, or lower with ``lower``; a list ``col`` is averaged per
-    row first. Raises if the two were not run on the same seeds."""
-
-    def per_seed(name):
-        rows = results[results["model"] == name].set_index("seed")
-        return rows[col].mean(axis=1) if isinstance(col, list) else rows[col]
-
-    x, y = per_seed(a), per_seed(b)
-    if x.empty or set(x.index) != set(y.index):
-        raise ValueError(f"{a!r} (seeds {sorted(x.index)}) and {b!r} (seeds {sorted(y.index)})")
-    d = x - y.loc[x.index]
-    return bool(((d < 0) if lower else (d > 0)).all())
 
 
 @dataclass
@@ -175,33 +142,6 @@ class Scorecard:
         self.rows.append(row)
         return row
 
-    def add(
-        self,
-        claim: str,
-        ours,
-        scale: str,
-        checks: dict,
-        testable: bool = True,
-        note: str = "",
-        rule: str | None = None,
-    ) -> Row:
-        """The old row of ``claim`` from boolean checks (:func:`verdict`); replaced by
-        :meth:`judge` chapter by chapter."""
-        stated = self._claim(claim)
-        rule = "; ".join(checks) + note if checks or rule is None else rule
-        row = Row(
-            claim,
-            stated.statement,
-            stated.numbers,
-            str(ours),
-            scale,
-            verdict(checks, testable),
-            rule,
-            stated.source,
-        )
-        self.rows.append(row)
-        return row
-
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows], columns=COLUMNS)
 
@@ -285,16 +225,3 @@ def collect_parts(profile: str, root: Path | None = None) -> pd.DataFrame:
     """Every part of every claim in the complete, current scorecards (:func:`parts_table`)."""
     rows = [r for data in _saved(profile, root) for r in data["rows"]]
     return parts_table(rows)
-
-
-def seed_ranges(results: pd.DataFrame, names, col: str = "avg") -> str:
-    """``"name mean [min, max]"`` of ``col`` over the seeds of each model in ``names`` that has
-    rows in ``results`` (one row per model and seed), for a scorecard's ``ours``."""
-    parts = []
-    for name in names:
-        per_seed = results[results.model == name][col]
-        if len(per_seed):
-            parts.append(
-                f"{name} {per_seed.mean():.3f} [{per_seed.min():.3f}, {per_seed.max():.3f}]"
-            )
-    return ", ".join(parts)

@@ -259,7 +259,7 @@ def test_a_papermill_run_publishes_its_results_with_the_parameters_it_was_given(
         nbformat.v4.new_code_cell(
             "from lcx.results import chapter_dir\nfrom lcx.scorecard import Scorecard\n"
             'out = chapter_dir("01_fake", profile)\n(out / "figure.png").write_text("x")\n'
-            'card = Scorecard("01_fake", profile)\ncard.add("R1", "1", profile, {"ok": True})\n'
+            'card = Scorecard("01_fake", profile)\n'
             'card.save(out, {"knob": knob})'
         ),
     ]

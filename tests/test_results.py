@@ -10,7 +10,7 @@ import transformers
 from packaging.requirements import Requirement
 
 from lcx import results
-from lcx.scorecard import Scorecard, collect
+from lcx.scorecard import Row, Scorecard, collect
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 REQUIREMENTS = results.ROOT / "requirements"
@@ -78,8 +78,8 @@ def run(chapter, profile, figures=(), publish=True, metrics=None):
     for name in figures:
         (out / f"{name}.png").write_text(name)
     if publish:
-        card = Scorecard(chapter, profile)
-        card.add("R1", "0.9", profile, {"holds": True})
+        card = Scorecard(chapter, profile)  # one row, as judge makes them (these chapters are fake)
+        card.rows.append(Row("R1", "statement", "paper", "0.9", profile, "reproduced", "rule"))
         card.save(out, {"chapter": chapter} if metrics is None else metrics)
     return out
 
@@ -141,7 +141,7 @@ def test_the_appendix_collects_only_complete_current_results_and_names_the_other
     assert results.load_metrics("01_a", "cpu")["chapter"] == "01_a"
     assert results.load_metrics("02_b", "cpu") is None  # incomplete results are not read
     card = Scorecard("06_f", "cpu")
-    card.add("P9", "0.5", "cpu", {"holds": True})
+    card.rows.append(Row("P9", "statement", "paper", "0.5", "cpu", "reproduced", "rule"))
     card.save(out, {"chapter": "06_f"})
     assert results.read_marker(tmp_path / "cpu" / "06_f")["reads"] == {
         "01_a": results.read_marker(tmp_path / "cpu" / "01_a")["run"]
