@@ -28,7 +28,9 @@ seeds' degrees of freedom keeps its 95%, and says plainly how little two seeds c
 
 - ``not testable at this scale``: the part's gate failed, or every arm sits at the metric's floor
   (the reason is recorded with the numbers);
-- ``inconclusive`` when the differences do not vary at all (a few tied examples): no interval;
+- when every difference is the same (no spread to form an interval from), the interval is that
+  value only if an exact sign test over the examples could tell (``0.5 ** n`` below 2.5%, n >= 6);
+  otherwise, and when every difference is zero, ``inconclusive``;
 - comparison parts: ``reproduced`` when the interval lies above zero and the effect reaches the
   minimum effect; ``not reproduced`` when the interval lies below the minimum effect (a smaller or
   opposite effect, shown); otherwise ``inconclusive``;
@@ -171,6 +173,12 @@ def estimate(data: pd.DataFrame, treatment: str, reference: str, direction: int 
     return Estimate(direction * float(d.mean()), math.sqrt(se2), df, S, min(n), means)
 
 
+def _sign_test(est: Estimate, confidence: float) -> bool:
+    """Differences that are all the same and not zero: the exact sign test's one-sided p-value,
+    ``0.5 ** n`` over the ``n`` paired units, is below the interval's tail."""
+    return est.effect != 0 and 0.5 ** (est.n_seeds * est.n_examples) < (1 - confidence) / 2
+
+
 def part_verdict(
     est: Estimate,
     min_effect: float,
@@ -185,8 +193,11 @@ def part_verdict(
     if floor is not None and all(m <= floor for m in est.means.values()):
         shown = ", ".join(f"{k} {m:.3f}" for k, m in est.means.items())
         return NOT_TESTABLE, f"every arm at the metric's floor (<= {floor:g}): {shown}"
-    if est.se == 0:  # every difference the same (a few examples, all tied): no interval to read
-        return "inconclusive", f"no spread between examples or seeds (effect {est.effect:+.3g})"
+    if est.se == 0 and not _sign_test(est, confidence):
+        return "inconclusive", (
+            f"every difference is {est.effect:+.3g}: no spread to form an interval from, and too "
+            f"few examples ({est.n_seeds} x {est.n_examples}) for a sign test"
+        )
     lo, hi = est.interval(confidence)
     if margin is not None:
         if lo > -margin:

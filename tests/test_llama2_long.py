@@ -356,9 +356,9 @@ def test_l5b_gate_needs_a_from_scratch_model_that_uses_context():
                 "curriculum": llama2_long.curriculum_name(x),
                 "seed": s,
                 "window": w,
-                "nll": 3.0 + 0.001 * w,
+                "nll": 3.0 + 0.001 * w + 0.002 * ((7 * w + 3 * s + i) % 5 - 2),  # ties apart
             }
-            for x in llama2_long.SWITCHES
+            for i, x in enumerate(llama2_long.SWITCHES)
             for s in (0, 1)
             for w in range(5)
         ]
@@ -378,7 +378,7 @@ def test_l5b_gate_needs_a_from_scratch_model_that_uses_context():
     _, gates = llama2_long.l5b_results(per_window, per_run.assign(late_minus_early=-0.2))
     assert all(g[0] for g in gates.values())
     row = Scorecard("04_llama2_long_abf", "tiny").judge("L5b", results, gates=gates)
-    assert row.verdict == "reproduced"  # identical curricula: equivalent within the margin
+    assert row.verdict == "reproduced"  # curricula within 0.008 nats: equivalent within 0.02
     skipped = llama2_long.not_run("L5b")
     row = Scorecard("04_llama2_long_abf", "tiny").judge("L5b", skipped)
     assert row.verdict == "not testable at this scale"

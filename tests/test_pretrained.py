@@ -102,8 +102,9 @@ def test_b1_is_judged_end_to_end_by_the_scorecard():
         "B1", pretrained.b1_results(windows, passkey, W), gates=pretrained.b1_gates(passkey, W)
     )
     by_part = {p["part"]: p for p in row.parts}
-    # 16W: +1 nat in every window (se 0) -> reproduced; 8W: +0.5 on 3 windows -> interval wide
-    assert by_part["nll 16W"]["verdict"] == "reproduced"
+    # 16W: exactly +1 nat in each of 3 windows: no spread, and 3 are too few for a sign test
+    assert by_part["nll 16W"]["verdict"] == "inconclusive"
+    # 8W: +0.5 on 3 windows -> interval wide
     assert by_part["nll 8W"]["verdict"] == "inconclusive"
     _, dead = _b1_inputs(W, at_w=(0.1, 0.0, 0.2, 0.1))
     card = Scorecard("02_base_model", "tiny")

@@ -170,9 +170,16 @@ def test_estimate_refuses_tables_it_cannot_read():
 
 def test_differences_without_any_spread_are_inconclusive_not_a_confident_zero():
     """Four paired examples that tie exactly: the standard error is 0 and the interval [0, 0]
-    would read as a confident 'not reproduced'; with no spread to estimate one, it is inconclusive."""
+    would read as a confident 'not reproduced'; with no spread to estimate one, it is inconclusive.
+    The same nonzero difference everywhere counts once a sign test could tell."""
     data = verdicts.table(
         {("new", 0): dict.fromkeys(range(4), 0.5), ("old", 0): dict.fromkeys(range(4), 0.5)}
     )
     verdict, est = verdict_of(data)
     assert est.se == 0 and verdict == "inconclusive"
+    # the same gain on every example: an exact sign test decides from six examples (p = 1/64)
+    for n, expected in ((5, "inconclusive"), (6, "reproduced")):
+        data = verdicts.table(
+            {("new", 0): dict.fromkeys(range(n), 1.0), ("old", 0): dict.fromkeys(range(n), 0.0)}
+        )
+        assert verdict_of(data)[0] == expected
