@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llama2_long import TABLE_5_BOOKS
+from .scorecard import PART_COLUMNS
 
 KINDS = ("empirical", "recipe", "arithmetic")
 PAPERS = {
@@ -1408,50 +1409,9 @@ def registry_markdown(scaling: bool = True) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def registry_table():
-    """One row per part of every claim: the registry's fields, ``rule`` in words."""
-    import pandas as pd
-
-    rows = [
-        {
-            "chapter": c.chapter,
-            "claim": cid,
-            "source": c.source,
-            "part": p.name,
-            "kind": p.kind,
-            "metric": p.metric,
-            "arms": " vs ".join(p.arms),
-            "direction": p.direction if p.kind == "empirical" else None,
-            "min_effect": p.min_effect if p.kind == "empirical" and p.margin is None else None,
-            "margin": p.margin,
-            "floor": p.floor,
-            "gate": p.gate,
-            "rule": part_rule(p),
-            "why": p.why,
-        }
-        for cid, c in CLAIMS.items()
-        for p in c.parts
-    ]
-    return pd.DataFrame(rows)
-
-
-EVIDENCE_COLUMNS = [
-    "chapter",
-    "claim",
-    "part",
-    "verdict",
-    "metric",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "min_effect",
-    "margin",
-    "detectable_effect",
-    "paper_effect",
-    "n_seeds",
-    "n_examples",
-    "reason",
-]
+# the appendix's table of evidence: a scorecard part's columns (lcx.scorecard.PART_COLUMNS)
+# without the checks' (kind, holds, ours), after the chapter
+EVIDENCE_COLUMNS = ["chapter", *(c for c in PART_COLUMNS if c not in ("kind", "holds", "ours"))]
 CHECK_COLUMNS = ["chapter", "claim", "part", "kind", "holds", "ours", "says"]
 
 

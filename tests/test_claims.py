@@ -163,20 +163,7 @@ def test_rule_text_gives_every_part_of_a_claim_with_its_reason():
     assert r3[0] == f"- **R3 8K→64K** (arithmetic): {CLAIMS['R3'].part('8K→64K').says}."
 
 
-def test_registry_table_and_markdown_hold_every_part_of_every_claim():
-    table = claims.registry_table()
-    assert len(table) == sum(len(c.parts) for c in CLAIMS.values())
-    row = table[(table.claim == "B1") & (table.part == "passkey")].iloc[0]
-    assert (row.chapter, row.min_effect, row.floor, row.arms) == (
-        "02_base_model",
-        0.3,
-        0.1,
-        "8W-16W vs W",
-    )
-    assert row.gate == "passkey per digit >= 0.5 at W" and "one base seed" in row.why
-    r2 = table[(table.claim == "R2") & (table.part == "PI limit")].iloc[0]
-    assert r2.kind == "arithmetic" and r2.rule.endswith("holds between 0.0265 and 0.0275")
-    assert pd.isna(r2.min_effect)
+def test_registry_markdown_holds_every_claim():
     md = claims.registry_markdown()
     assert md.startswith(claims.SCALING)
     for cid, c in CLAIMS.items():
