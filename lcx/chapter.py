@@ -35,7 +35,14 @@ class Chapter:
     base_net: object
     base_ref: evaluate.Ref
     base_runs: list  # its pretraining stages' run folders (none for a released checkpoint)
+    gate: dict  # the base model's gate (lcx.pretrained.base_gate), computed by chapter 02
     metrics: dict = field(default_factory=dict)
+
+    @property
+    def base_gate(self) -> tuple[bool, str]:
+        """``(passed, reason)`` of the base model's gate, as :class:`lcx.scorecard.Scorecard`
+        takes it."""
+        return self.gate["passed"], pretrained.gate_reason(self.gate)
 
 
 # every verdict from at least two seeds; one on tiny, which only exercises the code paths
@@ -79,8 +86,10 @@ def quiet() -> None:
 def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Chapter:
     """Check ``profile`` and ``seeds`` (None: :data:`SEEDS` of the profile), freeze the objects
     the imports made (every Trainer run's ``gc.collect()`` then skips them: 0.4 s per run), make
-    ``results/<profile>/<name>/``, set the plot style, keep library chatter out of the outputs (:func:`quiet`), and load base model
-    ``base_name`` (chapter 02's, cached) with its tokens."""
+    ``results/<profile>/<name>/``, set the plot style, keep library chatter out of the outputs
+    (:func:`quiet`), and load base model ``base_name`` (chapter 02's, cached) with its tokens and
+    its gate (:func:`lcx.pretrained.base_gate`; a failed gate is printed, and the chapter's
+    scorecard marks the claims it would decide not testable)."""
     gc.freeze()
     quiet()
     check("profile", profile, PROFILES)
@@ -93,6 +102,9 @@ def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Cha
     base_net, _, base_runs = pretrained.base_model(profile, base_name, 0)
     tokenizer, tokens = pretrained.corpus_tokens(profile, base_name)
     ref = pretrained.ref(base_name, base_runs)
+    gate = pretrained.base_gate(profile, ref, tokenizer, tokens)
+    if not gate["passed"]:
+        print(f"base model {base_name!r} failed its gate: {pretrained.gate_reason(gate)}")
     return Chapter(
         name=name,
         profile=profile,
@@ -104,5 +116,6 @@ def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Cha
         base_net=base_net,
         base_ref=ref,
         base_runs=base_runs,
-        metrics={"profile": profile, "seeds": seeds},
+        gate=gate,
+        metrics={"profile": profile, "seeds": seeds, "base_gate": gate},
     )

@@ -381,6 +381,34 @@ def score(example: tasks.Example, prediction: str) -> dict[str, float]:
     return {"subem": metrics.substring_exact_match(prediction, answers)}
 
 
+def chance(example: tasks.Example) -> float:
+    """The expected headline score (:func:`score`) of an answer guessed uniformly among the
+    candidates ``example`` offers: 0.1 per digit (passkey, needle); one of the JSON object's keys'
+    values, of the topics, of the documents, or of the ICL labels; a re-ranking in a uniformly
+    random order, whose expected DCG puts the documents' mean grade at every rank (so its nDCG is
+    ``mean(grade) * sum(1 / log2(rank + 1)) / IDCG``). Free-text answers (first sentence, document
+    QA, summary) have no candidate set: 0."""
+    task, meta = example.meta["task"], example.meta
+    if task in ("passkey", "needle"):
+        return 0.1
+    if task == "json_kv":
+        return 1 / meta["pairs"]
+    if task == "topic":
+        return 1 / meta["topics"]
+    if task in ("multidoc_qa", "multidoc_qa_k"):
+        return 1 / meta["docs"]
+    if task == "icl":
+        return 1 / meta["classes"]
+    if task == "rerank":
+        grades = list(meta["relevance"].values())
+        k = meta["docs"]
+        ideal = sorted(grades, reverse=True)[:10]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        mean_grade = sum(grades) / k
+        return mean_grade * sum(1 / math.log2(i + 2) for i in range(min(k, 10))) / idcg
+    return 0.0
+
+
 @dataclass
 class Cell:
     """One task x length x depth cell of the probe suite: its examples, or why it has none."""
@@ -451,7 +479,8 @@ def example_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd
     """The suite's scores example by example (the third step): one row per cell, example and
     metric: ``cell`` (the cell's index), task, category, length, depth, ``example`` (its index in
     the cell: with the same seed, the same prompt for every model), metric, headline (the task's
-    main metric), score and tokens (the example's length); a skipped cell is one row with
+    main metric), score, chance (the headline's, :func:`chance`; NaN for the other metrics) and
+    tokens (the example's length); a skipped cell is one row with
     ``skipped``. :func:`suite_table` aggregates it per cell."""
     rows = []
     for i, (cell, per_example) in enumerate(zip(cells, scores, strict=True)):
@@ -480,6 +509,7 @@ def example_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd
                         "metric": name,
                         "headline": name == spec.metric,
                         "score": s[name],
+                        "chance": chance(example) if name == spec.metric else math.nan,
                         "tokens": example.length,
                     }
                 )
@@ -488,8 +518,8 @@ def example_table(cells: list[Cell], scores: list[list[dict[str, float]]]) -> pd
 
 def aggregate(examples: pd.DataFrame) -> pd.DataFrame:
     """:func:`example_table`'s rows per cell and metric, in their order: score (mean), low/high
-    (95% interval, :func:`lcx.metrics.mean_ci`: Wilson for 0/1 scores, t otherwise), n and tokens
-    (mean example length); a skipped cell stays one row with ``skipped``."""
+    (95% interval, :func:`lcx.metrics.mean_ci`: Wilson for 0/1 scores, t otherwise), n, chance
+    and tokens (means over the examples); a skipped cell stays one row with ``skipped``."""
     rows = []
     for _, g in examples.groupby(["cell", "metric"], sort=False, dropna=False):
         first = g.iloc[0]
@@ -517,6 +547,7 @@ def aggregate(examples: pd.DataFrame) -> pd.DataFrame:
                 "high": ci["high"],
                 "n": ci["n"],
                 "tokens": float(g["tokens"].mean()),
+                **({"chance": float(g["chance"].mean())} if "chance" in g else {}),
                 **({"seconds": first["seconds"]} if "seconds" in g else {}),
             }
         )
@@ -870,6 +901,49 @@ def nll(
         return pd.DataFrame(token_nll(ref.load(), w, batch_size=batch_size).numpy())
 
     return memo("nll-of", params, [ref.key, tokens.key], compute, MODEL_CODE).to_numpy()
+
+
+def far_context_rows(
+    model, tokens, window: int, n_windows: int, bos_id: int, offset: int = 64, keep: int = 32
+) -> pd.DataFrame:
+    """Does the model read further back than a sentence? One row per held-out window of
+    ``window`` tokens (:func:`windows`, ``offset`` tokens into its document, past its opening):
+    ``true``, the mean NLL of the tokens at positions ``window // 2`` to the end given the true
+    text before them, and ``replaced``, the same with every token before ``window // 2 - keep``
+    (after BOS) replaced by the same span of the next window, cut from another document. The
+    last ``keep`` tokens of context stay true in both, so only the far context differs."""
+    w = windows(tokens, window, n_windows + 1, bos_id, offset=offset)
+    if len(w) < 3:
+        raise ValueError(f"far context needs 3+ held-out windows of {window} tokens")
+    cut, scored = window // 2 - keep, window // 2
+    if cut < 2:
+        raise ValueError(f"window={window} leaves no far context before the last {keep} tokens")
+    other = torch.roll(w, -1, 0)  # window i + 1: round-robin over documents, so another one
+    replaced = w.clone()
+    replaced[:, 1:cut] = other[:, 1:cut]
+    w, replaced = w[:-1], replaced[:-1]  # the last window's replacement would wrap around
+    true_nll = token_nll(model, w)[:, scored - 1 :].mean(1)
+    replaced_nll = token_nll(model, replaced)[:, scored - 1 :].mean(1)
+    return pd.DataFrame(
+        {
+            "window": range(len(w)),
+            "true": true_nll.double().numpy(),
+            "replaced": replaced_nll.double().numpy(),
+        }
+    )
+
+
+def far_context(ref: Ref, tokenizer, tokens, window: int, n_windows: int) -> pd.DataFrame:
+    """:func:`far_context_rows` of ``ref`` on the held-out split, cached (:func:`memo`)."""
+    return memo(
+        "far-context-of",
+        {"window": window, "n": n_windows},
+        [ref.key, tokens.key],
+        lambda: far_context_rows(
+            ref.load(), tokens["test"], window, n_windows, tokenizer.bos_token_id
+        ),
+        code=MODEL_CODE,
+    )
 
 
 def short_nll_docs(ref: Ref, tokenizer, tokens, max_len: int) -> pd.DataFrame:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from . import data, evaluate, models, rope, train, verdicts
 from .profiles import PROFILES, check, pick
 
@@ -49,14 +51,18 @@ LLAMA2_PRETRAINING = {
     "formats": "none (no format training)",
 }
 
-# Per profile: model size, native window W, and the two pretraining stages (paper: Llama 2 saw 2T
-# tokens, no task formats): stage 1 is language modelling with passkey rows, stage 2 adds the
-# formats of every probe task (lcx.tasks) with its own warm-up and cosine at a lower LR.
+# Per profile: model size, native window W, and the pretraining stages (paper: Llama 2 saw 2T
+# tokens at 4K, no task formats). Stage 1 is language modelling with passkey rows as a length
+# curriculum: one run per sequence length in ``lengths`` (the last is W), each with ``tokens`` and
+# its own warm-up and cosine. Stage 2 adds the formats of every probe task (lcx.tasks) at W with
+# its own warm-up and cosine at a lower LR.
 SETUP = {
     "tiny": dict(
         size="tiny",
         window=128,
-        tokens=128 * 16 * 60,
+        attempts=1,  # the tiny model never copies across the filler: one attempt
+        lengths=(96, 128),  # a passkey prompt needs 95 tokens with the tiny tokenizer
+        tokens=128 * 16 * 30,
         format_tokens=128 * 16 * 20,
         batch_tokens=128 * 16,
         lr=3e-3,
@@ -66,7 +72,9 @@ SETUP = {
     "cpu": dict(
         size="small",
         window=256,
-        tokens=2_500_000,
+        attempts=4,
+        lengths=(64, 128, 256),
+        tokens=1_000_000,
         format_tokens=1_500_000,
         batch_tokens=2048,
         lr=2e-3,
@@ -75,12 +83,16 @@ SETUP = {
     ),
 }
 # Stage 1: tiny models learn retrieval only when a copy task is a large share of their rows.
-# Measured here (mirrored base, 2.5M tokens, passkey per digit at W, teacher-forced): 305 steps of
-# 8K tokens -> 0.3; 1220 steps of 2K tokens -> 1.00 exact in one run, but 0.28-0.39 in four more
-# (other data orders and seeds, 2440 steps of 1K tokens, head_dim 128): with the mirrored base the
-# long-range copy forms unreliably at this size, while the copy over a few tokens is learned every
-# time (near_copy ~0.96). Every format at once from the start (4M tokens, 20% passkey) left passkey
-# at chance; hence two stages.
+# Measured here (issue 19; `small`, mirrored base 571.5, W = 256, half the rows passkey rows,
+# teacher-forced exact match at W): 4M tokens at W, or 2.5M then the formats -> 0 exact (the key is
+# copied a few tokens after it is seen, near_copy ~0.98, but not across the filler); short passkey
+# examples packed with a growing maximum length -> 0.15; one full-length example per row with the
+# key-to-question distance growing -> 0.00; the length curriculum (1M tokens at 64, 128, then 256)
+# -> 0.09 and 1.00 on two initialisations, 0.12 after 1M more tokens at 256 for the first; with
+# Llama-3's mirrored base (14K) 0.19; with 4 heads instead of 2, 1.00, 1.00 and 0.19. The copy
+# across the filler is a threshold event that some initialisations reach and others do not,
+# whatever the size, base or tokens tried: hence the attempts (:func:`attempts`). Every format at
+# once from the start (4M tokens, 20% passkey) left passkey at chance; hence the formats stage.
 STAGE1_FORMATS = {"passkey": 0.5}
 STAGE2_FORMATS_TINY = {  # topic, multi-doc QA and re-rank need more than 128 tokens
     "passkey": 0.2,
@@ -105,6 +117,14 @@ STAGE2_FORMATS = {
 }
 
 
+# The gate's sample sizes at W: passkey examples per depth, probe-suite examples per task (split
+# over the depths of the tasks that have one), held-out windows of the far-context test.
+GATE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GATE_PASSKEY_N = {"tiny": 2, "cpu": 20, "gpu": 20}
+GATE_SUITE_N = {"tiny": 2, "cpu": 40, "gpu": 40}
+GATE_WINDOWS = {"tiny": 8, "cpu": 1024, "gpu": 96}
+
+
 def window(profile: str) -> int:
     return pick(profile, tiny=SETUP["tiny"]["window"], cpu=SETUP["cpu"]["window"], gpu=4096)
 
@@ -121,28 +141,37 @@ def rope_base(name: str, profile: str) -> float:
     return rope.ntk_base(b.paper_base, window(profile) / b.paper_window, head_dim(profile))
 
 
-def recipe(profile: str, seed: int = 0, stage: int = 1) -> train.Recipe:
-    """The base model's pretraining recipe for ``stage`` 1 (LM + passkey) or 2 (+ all formats)."""
-    check("stage", stage, (1, 2))
+def stages(profile: str, seed: int = 0) -> dict[str, train.Recipe]:
+    """The base model's pretraining stages in order, name -> recipe: stage 1's length curriculum
+    (``"<n> tokens"``: LM + passkey rows at each length of ``SETUP[profile]["lengths"]``), then
+    ``"formats"`` (+ every probe task's format, at W)."""
     s = SETUP[profile]
-    return train.Recipe(
-        seq_len=s["window"],
-        tokens=s["tokens"] if stage == 1 else s["format_tokens"],
+    common = dict(
         batch_tokens=s["batch_tokens"],
-        lr=s["lr"] if stage == 1 else s["format_lr"],
         schedule="cosine",
         warmup=0.05,
         min_lr_ratio=0.1,
         betas=(0.9, 0.95),
         weight_decay=0.1,
         mixture={"code": 1.0, "books": 1.0, "prose": 1.0, "short": 1.0},
-        formats=STAGE1_FORMATS
-        if stage == 1
-        else (STAGE2_FORMATS_TINY if profile == "tiny" else STAGE2_FORMATS),
         bf16=s["bf16"],
         seed=seed,
         save_every=100,
     )
+    out = {
+        f"{n} tokens": train.Recipe(
+            seq_len=n, tokens=s["tokens"], lr=s["lr"], formats=STAGE1_FORMATS, **common
+        )
+        for n in s["lengths"]
+    }
+    out["formats"] = train.Recipe(
+        seq_len=s["window"],
+        tokens=s["format_tokens"],
+        lr=s["format_lr"],
+        formats=STAGE2_FORMATS_TINY if profile == "tiny" else STAGE2_FORMATS,
+        **common,
+    )
+    return out
 
 
 def corpus_tokens(profile: str, name: str = "llama2"):
@@ -157,36 +186,96 @@ def corpus_tokens(profile: str, name: str = "llama2"):
     return tokenizer, data.tokenize(corpus, tokenizer)
 
 
-def base_model(profile: str, name: str = "llama2", seed: int = 0):
-    """``(model, tokenizer, runs)``: the trained (or released) base model ``name`` and the run
-    folders of its two pretraining stages (``[]`` for a released checkpoint)."""
-    check("profile", profile, PROFILES)
-    check("base model", name, tuple(BASES))
-    if profile in ("gpu", "paper"):
-        hub = BASES[name].paper_model
-        return models.load_pretrained(hub), models.load_tokenizer(profile, hub_name=hub), []
+def _train(profile: str, name: str, init: int, labels) -> list:
+    """The runs of stages ``labels`` (:func:`stages`, in order) of base model ``name`` from
+    initialisation and data order ``init``, each from the last; trained once and cached."""
     tokenizer, tokens = corpus_tokens(profile, name)
     config = models.tiny_config(
         SETUP[profile]["size"], len(tokenizer), window(profile), rope_base(name, profile)
     )
-    inputs = [tokens.key, tokenizer.key, f"init-{seed}"]
-    run1 = train.run(
-        models.new_model(config, seed),
-        tokens,
-        tokenizer,
-        recipe(profile, seed, stage=1),
-        inputs=inputs,
-        name=f"base-{name}-{profile}",
+    inputs = [tokens.key, tokenizer.key, f"init-{init}"]
+    recipes, runs = stages(profile, init), []
+    for label in labels:
+        start = models.new_model(config, init) if not runs else train.load_run(runs[-1])
+        runs.append(
+            train.run(
+                start,
+                tokens,
+                tokenizer,
+                recipes[label],
+                inputs=[*inputs, *(r.name for r in runs[-1:])],
+                name=f"base-{name}-{profile}-{label.replace(' ', '-')}",
+            )
+        )
+    return runs
+
+
+def attempts(profile: str, name: str = "llama2", seed: int = 0) -> pd.DataFrame:
+    """Stage 1 from one initialisation after another (``seed``, ``seed + 1000``, ... up to
+    ``SETUP[profile]["attempts"]``) until the model copies the passkey across the filler: exact
+    match at W (:func:`passkey_at_w`) at least :data:`lcx.claims.GATE_PASSKEY_EXACT`. The copy
+    over a few tokens forms every time at this size, the copy across the filler in some runs
+    only, a threshold event; the first run that has it goes on to the formats stage. One row per
+    attempt: ``init``, ``exact_at_w``, ``passed``, ``runs`` (its stage-1 run folders); cached, so
+    a rerun reads the table without training."""
+    from .claims import GATE_PASSKEY_EXACT
+
+    tokenizer, _ = corpus_tokens(profile, name)
+    labels = [label for label in stages(profile, seed) if label != "formats"]
+    rows = []
+    for k in range(SETUP[profile]["attempts"]):
+        init = seed + 1000 * k
+        runs = _train(profile, name, init, labels)
+        exact = passkey_at_w(profile, evaluate.Ref.of(runs[-1]), tokenizer)
+        rows.append(
+            {"init": init, "exact_at_w": exact, "passed": exact >= GATE_PASSKEY_EXACT, "runs": runs}
+        )
+        if rows[-1]["passed"]:
+            break
+    return pd.DataFrame(rows)
+
+
+def passkey_at_w(profile: str, ref: evaluate.Ref, tokenizer) -> float:
+    """Passkey exact match at W over the gate's depths and examples (cached)."""
+    W = window(profile)
+    rows = evaluate.passkey_examples(
+        ref, tokenizer, [W], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
     )
-    run2 = train.run(
-        train.load_run(run1),
+    return float(rows["exact"].mean())
+
+
+def base_runs(profile: str, name: str = "llama2", seed: int = 0) -> list:
+    """The run folders of base model ``name``'s pretraining stages (:func:`stages`): stage 1 of
+    the first of its :func:`attempts` that copies the passkey at W (or of the best one, when
+    none does: its gate then fails), then the formats stage; trained here once and cached.
+    ``[]`` on gpu/paper, where the base model is the released checkpoint."""
+    check("profile", profile, PROFILES)
+    check("base model", name, tuple(BASES))
+    if profile in ("gpu", "paper"):
+        return []
+    tried = attempts(profile, name, seed)
+    last = tried.loc[tried["exact_at_w"].idxmax()]  # the first that passed, or the best
+    stage1 = list(last["runs"])
+    tokenizer, tokens = corpus_tokens(profile, name)
+    formats = train.run(
+        train.load_run(stage1[-1]),
         tokens,
         tokenizer,
-        recipe(profile, seed, stage=2),
-        inputs=[*inputs, run1.name],
+        stages(profile, int(last["init"]))["formats"],
+        inputs=[tokens.key, tokenizer.key, f"init-{int(last['init'])}", stage1[-1].name],
         name=f"base-{name}-{profile}-formats",
     )
-    return train.load_run(run2), tokenizer, [run1, run2]
+    return [*stage1, formats]
+
+
+def base_model(profile: str, name: str = "llama2", seed: int = 0):
+    """``(model, tokenizer, runs)``: the trained (or released) base model ``name`` and the run
+    folders of its pretraining stages (:func:`base_runs`; ``[]`` for a released checkpoint)."""
+    runs = base_runs(profile, name, seed)
+    if not runs:
+        hub = BASES[name].paper_model
+        return models.load_pretrained(hub), models.load_tokenizer(profile, hub_name=hub), []
+    return train.load_run(runs[-1]), corpus_tokens(profile, name)[0], runs
 
 
 def ref(name: str, runs) -> evaluate.Ref:
@@ -249,3 +338,117 @@ def b1_gates(passkey, W: int) -> dict:
     at_w = float(passkey.loc[passkey.length == W, "per_digit"].mean())
     gate = CLAIMS["B1"].part("passkey").gate
     return {"passkey": (at_w >= B1_PASSKEY_GATE, f"{gate}: {at_w:.2f} here")}
+
+
+def task_gate(suite_examples, W: int) -> pd.DataFrame:
+    """Each probe task's headline score and chance at W from a :func:`lcx.evaluate.suite_examples`
+    table, the score it must reach (``max(GATE_TASK_SCORE, GATE_CHANCE_MULTIPLE x chance)``,
+    :mod:`lcx.claims`) and whether it does (``kept``): a task below it leaves the suite's
+    headline. A threshold above 1 cannot be reached: at W the task offers too few candidates to
+    tell learning from guessing."""
+    from .claims import GATE_CHANCE_MULTIPLE, GATE_TASK_SCORE
+
+    at_w = suite_examples[(suite_examples.length == W) & suite_examples.headline]
+    rows = []
+    for task, g in at_w.groupby("task", sort=False):
+        chance = float(g["chance"].mean())
+        need = max(GATE_TASK_SCORE, GATE_CHANCE_MULTIPLE * chance)
+        score = float(g["score"].mean())
+        rows.append(
+            {
+                "task": task,
+                "metric": g["metric"].iloc[0],
+                "n": len(g),
+                "score": score,
+                "chance": chance,
+                "needs": need,
+                "kept": score >= need,
+            }
+        )
+    return pd.DataFrame(rows, columns=["task", "metric", "n", "score", "chance", "needs", "kept"])
+
+
+def gate(passkey_examples, far_context, suite_examples, W: int) -> dict:
+    """The gate of one base model (:data:`lcx.claims.GATE_TEXT`), as chapter 02 records it:
+    ``passkey_exact_at_w`` (teacher-forced exact match over every depth at W, from
+    :func:`lcx.evaluate.passkey_examples`), ``far_context_gain`` (``estimate``, ``ci_low``,
+    ``ci_high``, ``n``: the loss with another document's far context minus with the true one,
+    per window of :func:`lcx.evaluate.far_context`, Student's t over windows), ``tasks`` (task ->
+    score, chance, needs, kept; :func:`task_gate`), ``kept_tasks`` and ``passed`` (passkey and far
+    context; the tasks decide which ones the suite's headline keeps, not whether the gate holds).
+    """
+    from .claims import GATE_PASSKEY_EXACT
+
+    exact = float(passkey_examples.loc[passkey_examples.length == W, "exact"].mean())
+    far = verdicts.estimate(
+        verdicts.table(
+            {
+                ("replaced", 0): far_context.set_index("window")["replaced"],
+                ("true", 0): far_context.set_index("window")["true"],
+            }
+        ),
+        "replaced",
+        "true",
+    )
+    lo, hi = far.interval()
+    tasks_at_w = task_gate(suite_examples, W)
+    passed = exact >= GATE_PASSKEY_EXACT and lo > 0
+    return {
+        "passkey_exact_at_w": exact,
+        "far_context_gain": {
+            "estimate": float(far.effect),
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "n": int(far.n_examples),
+        },
+        "tasks": tasks_at_w.set_index("task").to_dict("index"),
+        "kept_tasks": tasks_at_w.loc[tasks_at_w.kept, "task"].tolist(),
+        "passed": bool(passed),
+    }
+
+
+def gate_reason(g: dict) -> str:
+    """A gate's numbers in one line, as a failed gate's reason quotes them."""
+    from .claims import GATE_PASSKEY_EXACT
+
+    far = g["far_context_gain"]
+    return (
+        f"passkey exact {g['passkey_exact_at_w']:.2f} at W (needs >= {GATE_PASSKEY_EXACT:g}); "
+        f"far-context gain {far['estimate']:+.3f} nats [{far['ci_low']:+.3f}, {far['ci_high']:+.3f}] "
+        "(needs an interval above 0)"
+    )
+
+
+def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens) -> dict:
+    """:func:`gate` of the base model ``ref`` on ``profile`` from its cached evaluations at W:
+    passkey (every depth of :data:`GATE_DEPTHS`), far context and the probe suite, with the
+    profile's sample sizes (:data:`GATE_PASSKEY_N`, :data:`GATE_SUITE_N`, :data:`GATE_WINDOWS`). Chapter 02 computes it first; every later chapter
+    reads it from the cache (:func:`lcx.chapter.setup`)."""
+    from . import tasks
+
+    W = window(profile)
+    passkey = evaluate.passkey_examples(
+        ref, tokenizer, [W], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
+    )
+    far = evaluate.far_context(ref, tokenizer, tokens, W, pick(profile, **GATE_WINDOWS))
+    suite = evaluate.suite_examples(
+        ref, tokenizer, tokens, tasks.PROBES, [W], pick(profile, **GATE_SUITE_N)
+    )
+    return gate(passkey, far, suite, W)
+
+
+def gate_table(gates: dict) -> pd.DataFrame:
+    """One row per base model of :func:`gate` results (name -> gate): passkey exact at W, the
+    far-context gain with its interval, the kept tasks and whether the gate passed."""
+    return pd.DataFrame(
+        {
+            name: {
+                "passkey exact at W": round(g["passkey_exact_at_w"], 2),
+                "far-context gain (nats)": round(g["far_context_gain"]["estimate"], 4),
+                "95% interval": "[{ci_low:+.4f}, {ci_high:+.4f}]".format(**g["far_context_gain"]),
+                "kept tasks": ", ".join(g["kept_tasks"]) or "none",
+                "passed": g["passed"],
+            }
+            for name, g in gates.items()
+        }
+    ).T

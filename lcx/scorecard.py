@@ -75,8 +75,12 @@ def judge_part(part, result, gate=None) -> dict:
 class Scorecard:
     """Rows of one chapter; ``save`` writes ``scorecard.json`` beside the chapter's metrics."""
 
-    def __init__(self, chapter: str, profile: str):
+    def __init__(self, chapter: str, profile: str, base_gate: tuple[bool, str] | None = None):
+        """``base_gate``: ``(passed, reason)`` of the base model every run of the chapter starts
+        from (:func:`lcx.pretrained.base_gate`); when it failed, every empirical part that
+        measures a trained model (``Part.on_base``) is not testable, with its reason."""
         self.chapter, self.profile, self.rows = chapter, profile, []
+        self.base_gate = base_gate
 
     def _claim(self, claim: str):
         from .claims import CLAIMS  # the registry quotes the paper modules' tables
@@ -115,7 +119,7 @@ class Scorecard:
             raise ValueError(
                 f"{claim}: results for parts {names}; missing {sorted(missing)}, unknown {sorted(extra)}"
             )
-        parts = [judge_part(p, results[p.name], gates.get(p.name)) for p in stated.parts]
+        parts = [judge_part(p, results[p.name], self._gate(p, gates)) for p in stated.parts]
         empirical = [e["verdict"] for e in parts if e["kind"] == "empirical"]
         arithmetic = [e["holds"] for e in parts if e["kind"] == "arithmetic"]
         recipe = [e["holds"] for e in parts if e["kind"] == "recipe"]
@@ -141,6 +145,16 @@ class Scorecard:
         )
         self.rows.append(row)
         return row
+
+    def _gate(self, part, gates: dict):
+        """The part's own gate, or the base model's when that failed and the part measures a
+        model trained from it."""
+        base = self.base_gate
+        if part.kind == "empirical" and part.on_base and base is not None and not base[0]:
+            own = gates.get(part.name)
+            if own is None or own[0]:
+                return False, f"base model: {base[1]}"
+        return gates.get(part.name)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.rows], columns=COLUMNS)

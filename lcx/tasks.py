@@ -449,7 +449,14 @@ def icl(tokenizer, length, depth, seed, split="test", pool=None, classes: int = 
                 raise ValueError(f"length={length} is too short for one icl demonstration")
             break
         body, used, i = body + demo, used + len(demo), i + 1
-    meta = {"task": "icl", "length": length, "depth": None, "seed": seed, "shots": i}
+    meta = {
+        "task": "icl",
+        "length": length,
+        "depth": None,
+        "seed": seed,
+        "shots": i,
+        "classes": classes,
+    }
     return _example(tokenizer, [], body, tail, str(labels[query_class]), meta)
 
 

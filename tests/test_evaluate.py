@@ -588,3 +588,77 @@ def test_answer_accuracy_on_content_tokens_ignores_the_answer_format(tiny):
     assert evaluate.answer_accuracy(model, prompt, answer) == pytest.approx(
         len(content) / len(answer)
     )
+
+
+def _mean_score_over_guesses(example, guesses):
+    """The reference for evaluate.chance: score every candidate answer with evaluate.score and
+    average (a uniform guess among them)."""
+    metric = tasks.TASKS[example.meta["task"]].metric
+    return float(np.mean([evaluate.score(example, " " + g)[metric] for g in guesses]))
+
+
+def test_chance_is_the_mean_score_of_a_uniform_guess_among_the_candidates(tiny):
+    import itertools
+    import json
+
+    tok, t = tiny
+    pool = tasks.Pool.from_tokens(tok, t["test"])
+    # json_kv: every value of the object
+    ex = tasks.generate("json_kv", tok, 512, 0.5, 3, "test", pool)
+    text = tok.decode(ex.prompt_ids, skip_special_tokens=True)
+    obj = json.loads(text.split("JSON data:\n")[1].split("\n\nWhat")[0])
+    assert evaluate.chance(ex) == pytest.approx(_mean_score_over_guesses(ex, list(obj.values())))
+    # icl: every label shown in the demonstrations
+    ex = tasks.generate("icl", tok, 1024, None, 0, "test", tasks.Pool.from_tokens(tok, t["train"]))
+    labels = {
+        ln.split()[-1] for ln in tok.decode(ex.prompt_ids).splitlines() if ln.startswith("label: ")
+    }
+    assert evaluate.chance(ex) == pytest.approx(_mean_score_over_guesses(ex, sorted(labels)))
+    # rerank: nDCG@10 averaged over every order of the documents (naive enumeration)
+    for length in (512, 700):
+        ex = tasks.generate("rerank", tok, length, None, 1, "test", pool)
+        k = ex.meta["docs"]
+        assert k <= 7  # enumerable
+        orders = [" > ".join(f"[{i + 1}]" for i in p) for p in itertools.permutations(range(k))]
+        assert evaluate.chance(ex) == pytest.approx(_mean_score_over_guesses(ex, orders))
+    # passkey and needle: a random digit string matches 1 digit in 10 on average
+    ex = tasks.generate("passkey", tok, 200, 0.5, 0, "test", pool)
+    assert evaluate.chance(ex) == 0.1
+    # free text has no candidate set
+    assert evaluate.chance(tasks.generate("doc_qa", tok, 512, 0.5, 0, "test", pool)) == 0.0
+
+
+class _Recorder(torch.nn.Module):
+    """A model that records what it is shown and predicts from the current token alone, so far
+    context cannot help it."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, vocab)
+        self.seen = []
+
+    def forward(self, input_ids, use_cache=False):
+        from types import SimpleNamespace
+
+        self.seen.append(input_ids.clone())
+        return SimpleNamespace(logits=self.emb(input_ids))
+
+
+def test_far_context_replaces_only_text_before_the_kept_tokens_with_another_window(tiny):
+    tok, t = tiny
+    W, keep = 64, 8
+    model = _Recorder(len(tok))
+    rows = evaluate.far_context_rows(model, t["test"], W, 6, tok.bos_token_id, offset=16, keep=keep)
+    true, replaced = (
+        torch.cat(model.seen[: len(model.seen) // 2]),
+        torch.cat(model.seen[len(model.seen) // 2 :]),
+    )
+    w = evaluate.windows(t["test"], W, 7, tok.bos_token_id, offset=16)
+    cut = W // 2 - keep
+    assert torch.equal(true, w[:6])
+    assert torch.equal(replaced[:, cut:], w[:6, cut:]) and torch.equal(replaced[:, :1], w[:6, :1])
+    assert torch.equal(replaced[:, 1:cut], w[1:7, 1:cut])  # the next window's span
+    # a model that reads only the current token scores the kept half the same either way
+    assert len(rows) == 6 and np.allclose(rows["true"], rows["replaced"])
+    with pytest.raises(ValueError, match="no far context"):
+        evaluate.far_context_rows(model, t["test"], 32, 6, tok.bos_token_id, keep=16)

@@ -114,3 +114,129 @@ def test_b1_is_judged_end_to_end_by_the_scorecard():
     gated = {p["part"]: p for p in row.parts}["passkey"]
     assert gated["verdict"] == "not testable at this scale"
     assert gated["reason"].startswith("gate failed: passkey per digit >= 0.5 at W: 0.10 here")
+
+
+def _gate_inputs(W=8, exact=(1.0,) * 9 + (0.0,), diffs=(0.2, 0.1, 0.3, 0.2, 0.25)):
+    passkey = pd.DataFrame(
+        {
+            "length": [W] * len(exact) + [2 * W] * 2,
+            "exact": [*exact, 0.0, 0.0],  # the 2W rows must not count
+        }
+    )
+    true = [3.0, 2.5, 2.0, 3.5, 2.8]
+    far = pd.DataFrame(
+        {
+            "window": range(len(diffs)),
+            "true": true,
+            "replaced": [t + d for t, d in zip(true, diffs, strict=True)],
+        }
+    )
+    # suite examples at W (headline rows only count): json_kv learned (chance 1/10), icl at
+    # chance 1/4 (needs 0.5), topic with 2 candidates (chance 0.5, needs 1.0: never kept)
+    rows = []
+    for task, metric, scores, chance in [
+        ("json_kv", "subem", [1, 1, 0, 1], 0.1),
+        ("icl", "exact", [1, 0, 0, 0], 0.25),
+        ("topic", "subem", [1, 1, 1, 0], 0.5),
+    ]:
+        for s in scores:
+            rows.append(
+                {
+                    "task": task,
+                    "length": W,
+                    "metric": metric,
+                    "headline": True,
+                    "score": s,
+                    "chance": chance,
+                }
+            )
+            rows.append(
+                {
+                    "task": task,
+                    "length": W,
+                    "metric": "other",
+                    "headline": False,
+                    "score": 0.0,
+                    "chance": float("nan"),
+                }
+            )
+        rows.append(
+            {
+                "task": task,
+                "length": 2 * W,
+                "metric": metric,
+                "headline": True,
+                "score": 0.0,
+                "chance": chance,
+            }
+        )
+    return passkey, far, pd.DataFrame(rows)
+
+
+def test_gate_reads_exact_match_at_w_a_paired_t_interval_and_each_tasks_chance():
+    from scipy import stats
+
+    from lcx.claims import GATE_CHANCE_MULTIPLE, GATE_PASSKEY_EXACT, GATE_TASK_SCORE
+
+    W = 8
+    passkey, far, suite = _gate_inputs(W)
+    g = pretrained.gate(passkey, far, suite, W)
+    assert g["passkey_exact_at_w"] == pytest.approx(0.9)
+    d = far["replaced"] - far["true"]
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    f = g["far_context_gain"]
+    assert (f["estimate"], f["ci_low"], f["ci_high"]) == pytest.approx((d.mean(), lo, hi))
+    assert f["n"] == len(d)
+    assert GATE_PASSKEY_EXACT <= 0.9 and lo > 0 and g["passed"] is True
+    t = g["tasks"]
+    assert t["json_kv"]["score"] == pytest.approx(0.75)
+    assert t["json_kv"]["needs"] == pytest.approx(max(GATE_TASK_SCORE, GATE_CHANCE_MULTIPLE * 0.1))
+    assert t["icl"]["needs"] == pytest.approx(max(GATE_TASK_SCORE, GATE_CHANCE_MULTIPLE * 0.25))
+    assert t["topic"]["needs"] == pytest.approx(GATE_CHANCE_MULTIPLE * 0.5)
+    assert g["kept_tasks"] == ["json_kv"]  # icl 0.25 < 0.5; topic 0.75 < 1.0
+    assert "0.90" in pretrained.gate_reason(g)
+
+
+def test_gate_fails_on_exact_match_or_on_a_far_context_interval_that_reaches_zero():
+    W = 8
+    passkey, far, suite = _gate_inputs(W, exact=(1.0,) * 8 + (0.0, 0.0))
+    assert pretrained.gate(passkey, far, suite, W)["passed"] is False  # 0.8 exact
+    passkey, far, suite = _gate_inputs(W, diffs=(0.2, -0.1, 0.3, -0.2, 0.05))
+    g = pretrained.gate(passkey, far, suite, W)
+    assert g["far_context_gain"]["ci_low"] < 0 and g["passed"] is False
+
+
+def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_take_it(monkeypatch):
+    from pathlib import Path
+
+    from lcx import train
+    from lcx.claims import GATE_PASSKEY_EXACT
+
+    trained, exact = [], {0: 0.1, 1000: 0.3, 2000: 1.0, 3000: 1.0}
+
+    def fake_train(profile, name, init, labels):
+        trained.append((init, tuple(labels)))
+        return [Path(f"/runs/{init}/{label}") for label in labels]
+
+    def fake_run(start, tokens, tokenizer, recipe, inputs, name):
+        return Path(f"/runs/{inputs[2]}/{name}")
+
+    monkeypatch.setattr(pretrained, "_train", fake_train)
+    fake = type("Keyed", (), {"key": "k"})()  # a tokenizer and tokens as run keys read them
+    monkeypatch.setattr(pretrained, "corpus_tokens", lambda profile, name: (fake, fake))
+    monkeypatch.setattr(
+        pretrained, "passkey_at_w", lambda p, ref, t: exact[int(Path(ref.source).parent.name)]
+    )
+    monkeypatch.setattr(train, "run", fake_run)
+    monkeypatch.setattr(train, "load_run", lambda folder: folder)
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 4)
+    tried = pretrained.attempts("cpu", "llama2", 0)
+    assert tried["init"].tolist() == [0, 1000, 2000]  # stops at the first that passes
+    assert tried["passed"].tolist() == [False, False, True] and GATE_PASSKEY_EXACT > 0.3
+    assert all(labels == ("64 tokens", "128 tokens", "256 tokens") for _, labels in trained)
+    runs = pretrained.base_runs("cpu", "llama2", 0)
+    assert [r.parent.name for r in runs] == ["2000"] * 3 + ["init-2000"]
+    # none passes: the best attempt goes on to the formats stage
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 2)
+    runs = pretrained.base_runs("cpu", "llama2", 0)
+    assert [r.parent.name for r in runs] == ["1000"] * 3 + ["init-1000"]

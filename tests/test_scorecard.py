@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 
 from lcx.results import chapter_dir
@@ -101,3 +102,34 @@ def test_judge_writes_the_contract_from_the_registry_and_the_results(tmp_path, m
     assert list(table.chapter) == ["01_rope"] and collect("gpu", root=tmp_path).empty
     parts = collect_parts("cpu", root=tmp_path)
     assert list(parts.part) == ["gain", "kept", "mix"] and list(parts.claim) == ["Z1"] * 3
+
+
+def test_a_failed_base_gate_makes_every_part_on_the_base_not_testable_and_no_other():
+    import numpy as np
+
+    from lcx import verdicts
+    from lcx.claims import CLAIMS
+
+    # T6's parts measure the code (memory, speed), not the model: on_base=False
+    assert not any(p.on_base for p in CLAIMS["T6"].parts)
+    rng = np.random.default_rng(0)
+
+    def results(claim):
+        out = {}
+        for p in CLAIMS[claim].parts:
+            t, r = p.arms
+            out[p.name] = verdicts.table(
+                {(t, s): pd.Series(rng.normal(5.0, 0.1, 8) * p.direction) for s in (0, 1)}
+                | {(r, s): pd.Series(rng.normal(0.0, 0.1, 8)) for s in (0, 1)}
+            )
+        return out
+
+    failed = Scorecard("03_together_pi", "cpu", base_gate=(False, "passkey exact 0.10 at W"))
+    t2, t6 = failed.judge("T2", results("T2")), failed.judge("T6", results("T6"))
+    assert all(p["verdict"] == verdicts.NOT_TESTABLE for p in t2.parts)
+    assert all("base model: passkey exact 0.10 at W" in p["reason"] for p in t2.parts)
+    assert all(p["verdict"] != verdicts.NOT_TESTABLE for p in t6.parts)
+    passed = Scorecard("03_together_pi", "cpu", base_gate=(True, "fine"))
+    assert all(
+        p["verdict"] != verdicts.NOT_TESTABLE for p in passed.judge("T2", results("T2")).parts
+    )
