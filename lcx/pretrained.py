@@ -186,15 +186,16 @@ def corpus_tokens(profile: str, name: str = "llama2"):
     return tokenizer, data.tokenize(corpus, tokenizer)
 
 
-def _train(profile: str, name: str, init: int, labels) -> list:
+def _train(profile: str, name: str, init: int, labels, after=()) -> list:
     """The runs of stages ``labels`` (:func:`stages`, in order) of base model ``name`` from
-    initialisation and data order ``init``, each from the last; trained once and cached."""
+    initialisation and data order ``init`` (or from the last of the runs ``after``), each from the
+    one before; trained once and cached. Returns ``after``'s runs and the new ones."""
     tokenizer, tokens = corpus_tokens(profile, name)
     config = models.tiny_config(
         SETUP[profile]["size"], len(tokenizer), window(profile), rope_base(name, profile)
     )
     inputs = [tokens.key, tokenizer.key, f"init-{init}"]
-    recipes, runs = stages(profile, init), []
+    recipes, runs = stages(profile, init), list(after)
     for label in labels:
         start = models.new_model(config, init) if not runs else train.load_run(runs[-1])
         runs.append(
@@ -235,13 +236,16 @@ def attempts(profile: str, name: str = "llama2", seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def passkey_at_w(profile: str, ref: evaluate.Ref, tokenizer) -> float:
-    """Passkey exact match at W over the gate's depths and examples (cached)."""
-    W = window(profile)
-    rows = evaluate.passkey_examples(
-        ref, tokenizer, [W], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
+def _gate_passkey(profile: str, ref: evaluate.Ref, tokenizer):
+    """The gate's passkey examples at W (:func:`lcx.evaluate.passkey_examples`, cached)."""
+    return evaluate.passkey_examples(
+        ref, tokenizer, [window(profile)], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
     )
-    return float(rows["exact"].mean())
+
+
+def passkey_at_w(profile: str, ref: evaluate.Ref, tokenizer) -> float:
+    """Passkey exact match at W over the gate's depths and examples."""
+    return float(_gate_passkey(profile, ref, tokenizer)["exact"].mean())
 
 
 def base_runs(profile: str, name: str = "llama2", seed: int = 0) -> list:
@@ -254,18 +258,8 @@ def base_runs(profile: str, name: str = "llama2", seed: int = 0) -> list:
     if profile in ("gpu", "paper"):
         return []
     tried = attempts(profile, name, seed)
-    last = tried.loc[tried["exact_at_w"].idxmax()]  # the first that passed, or the best
-    stage1 = list(last["runs"])
-    tokenizer, tokens = corpus_tokens(profile, name)
-    formats = train.run(
-        train.load_run(stage1[-1]),
-        tokens,
-        tokenizer,
-        stages(profile, int(last["init"]))["formats"],
-        inputs=[tokens.key, tokenizer.key, f"init-{int(last['init'])}", stage1[-1].name],
-        name=f"base-{name}-{profile}-formats",
-    )
-    return [*stage1, formats]
+    best = tried.loc[tried["exact_at_w"].idxmax()]  # the first that passed, or the best
+    return _train(profile, name, int(best["init"]), ["formats"], after=best["runs"])
 
 
 def base_model(profile: str, name: str = "llama2", seed: int = 0):
@@ -422,14 +416,13 @@ def gate_reason(g: dict) -> str:
 def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens) -> dict:
     """:func:`gate` of the base model ``ref`` on ``profile`` from its cached evaluations at W:
     passkey (every depth of :data:`GATE_DEPTHS`), far context and the probe suite, with the
-    profile's sample sizes (:data:`GATE_PASSKEY_N`, :data:`GATE_SUITE_N`, :data:`GATE_WINDOWS`). Chapter 02 computes it first; every later chapter
-    reads it from the cache (:func:`lcx.chapter.setup`)."""
+    profile's sample sizes (:data:`GATE_PASSKEY_N`, :data:`GATE_SUITE_N`, :data:`GATE_WINDOWS`).
+    Chapter 02 computes it first; every later chapter reads it from the cache
+    (:func:`lcx.chapter.setup`)."""
     from . import tasks
 
     W = window(profile)
-    passkey = evaluate.passkey_examples(
-        ref, tokenizer, [W], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
-    )
+    passkey = _gate_passkey(profile, ref, tokenizer)
     far = evaluate.far_context(ref, tokenizer, tokens, W, pick(profile, **GATE_WINDOWS))
     suite = evaluate.suite_examples(
         ref, tokenizer, tokens, tasks.PROBES, [W], pick(profile, **GATE_SUITE_N)

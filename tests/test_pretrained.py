@@ -209,17 +209,13 @@ def test_gate_fails_on_exact_match_or_on_a_far_context_interval_that_reaches_zer
 def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_take_it(monkeypatch):
     from pathlib import Path
 
-    from lcx import train
     from lcx.claims import GATE_PASSKEY_EXACT
 
     trained, exact = [], {0: 0.1, 1000: 0.3, 2000: 1.0, 3000: 1.0}
 
-    def fake_train(profile, name, init, labels):
+    def fake_train(profile, name, init, labels, after=()):
         trained.append((init, tuple(labels)))
-        return [Path(f"/runs/{init}/{label}") for label in labels]
-
-    def fake_run(start, tokens, tokenizer, recipe, inputs, name):
-        return Path(f"/runs/{inputs[2]}/{name}")
+        return [*after, *(Path(f"/runs/{init}/{label}") for label in labels)]
 
     monkeypatch.setattr(pretrained, "_train", fake_train)
     fake = type("Keyed", (), {"key": "k"})()  # a tokenizer and tokens as run keys read them
@@ -227,16 +223,14 @@ def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_tak
     monkeypatch.setattr(
         pretrained, "passkey_at_w", lambda p, ref, t: exact[int(Path(ref.source).parent.name)]
     )
-    monkeypatch.setattr(train, "run", fake_run)
-    monkeypatch.setattr(train, "load_run", lambda folder: folder)
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 4)
     tried = pretrained.attempts("cpu", "llama2", 0)
     assert tried["init"].tolist() == [0, 1000, 2000]  # stops at the first that passes
     assert tried["passed"].tolist() == [False, False, True] and GATE_PASSKEY_EXACT > 0.3
     assert all(labels == ("64 tokens", "128 tokens", "256 tokens") for _, labels in trained)
     runs = pretrained.base_runs("cpu", "llama2", 0)
-    assert [r.parent.name for r in runs] == ["2000"] * 3 + ["init-2000"]
+    assert [str(r) for r in runs[-2:]] == ["/runs/2000/256 tokens", "/runs/2000/formats"]
     # none passes: the best attempt goes on to the formats stage
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 2)
     runs = pretrained.base_runs("cpu", "llama2", 0)
-    assert [r.parent.name for r in runs] == ["1000"] * 3 + ["init-1000"]
+    assert [str(r) for r in runs[-2:]] == ["/runs/1000/256 tokens", "/runs/1000/formats"]
