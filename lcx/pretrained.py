@@ -413,6 +413,25 @@ def gate_reason(g: dict) -> str:
     )
 
 
+def kept(g: dict | None, task_names) -> tuple[list[str], str]:
+    """Which of ``task_names`` the gate ``g`` (:func:`gate`) keeps in the suite's headline (every
+    one when ``g`` is None), and the numbers of those it leaves out, for a reason. A task the gate
+    could not score at W (no example fits the window) is left out."""
+    if g is None:
+        return list(task_names), ""
+    scored = g["tasks"]
+    out = [t for t in task_names if t in scored and scored[t]["kept"]]
+    dropped = "; ".join(
+        f"{t} {scored[t]['score']:.2f} at W (chance {scored[t]['chance']:.2f}, "
+        f"needs {scored[t]['needs']:.2f})"
+        if t in scored
+        else f"{t} not scored at W"
+        for t in task_names
+        if t not in out
+    )
+    return out, dropped
+
+
 def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens) -> dict:
     """:func:`gate` of the base model ``ref`` on ``profile`` from its cached evaluations at W:
     passkey (every depth of :data:`GATE_DEPTHS`), far context and the probe suite, with the
@@ -428,6 +447,29 @@ def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens) -> dict:
         ref, tokenizer, tokens, tasks.PROBES, [W], pick(profile, **GATE_SUITE_N)
     )
     return gate(passkey, far, suite, W)
+
+
+def gates(profile: str, names, seed: int = 0) -> dict:
+    """Base model name -> its :func:`base_gate` on ``profile``, for each of ``names``: each base
+    trained (:func:`base_runs`, cached) on its own tokens and evaluated there. Chapter 02 runs it
+    for every base a chapter starts from."""
+    out = {}
+    for name in names:
+        tokenizer, tokens = corpus_tokens(profile, name)
+        out[name] = base_gate(profile, ref(name, base_runs(profile, name, seed)), tokenizer, tokens)
+    return out
+
+
+def tries(profile: str, names, seed: int = 0) -> pd.DataFrame:
+    """Stage 1's :func:`attempts` of each base model in ``names``, one row per base and attempt
+    (index ``base``, ``attempt``): the initialisation, passkey exact at W and whether it passed.
+    Empty on gpu/paper (a released checkpoint has none)."""
+    if profile in ("gpu", "paper"):
+        return pd.DataFrame(columns=["init", "exact_at_w", "passed"])
+    return pd.concat(
+        {name: attempts(profile, name, seed).drop(columns="runs") for name in names},
+        names=["base", "attempt"],
+    )
 
 
 def gate_table(gates: dict) -> pd.DataFrame:

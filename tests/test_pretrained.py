@@ -234,3 +234,8 @@ def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_tak
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 2)
     runs = pretrained.base_runs("cpu", "llama2", 0)
     assert [str(r) for r in runs[-2:]] == ["/runs/1000/256 tokens", "/runs/1000/formats"]
+    # the tries table of two bases: one row per base and attempt, the run folders left out
+    table = pretrained.tries("cpu", ["llama2", "llama3"], 0)
+    assert table.index.names == ["base", "attempt"] and "runs" not in table
+    assert table.loc["llama3", "init"].tolist() == [0, 1000]
+    assert pretrained.tries("gpu", ["llama2"], 0).empty  # a released checkpoint has no tries
