@@ -1077,8 +1077,9 @@ _05_LLAMA3_80K_QLORA = {
 # Short- and long-text quality are NLLs here (nats per token): 0.01 nats is 1% perplexity, about
 # Table 20's short-quality gain (+0.6 on a 65-point average, 0.9%).
 _P_SUITE = (
-    "suite after short-only SFT: teacher-forced answer accuracy on content tokens, one task per "
-    "HELMET category, 4W and 8W (the paper's 32K and 64K), mean over examples (= macro-average)"
+    "suite after short-only SFT: teacher-forced answer accuracy on content tokens, the tasks the "
+    "base's gate keeps (each HELMET category the mean of its tasks), 4W and 8W (the paper's 32K "
+    "and 64K), mean over examples (= macro-average)"
 )
 _P_SHORT = "held-out short-document NLL before SFT (nats/token; lower is better)"
 _P_ONE_POINT = "no number in the paper's text: the smallest gain ProLong adopts a choice on (Table 20, +1.0 of 100) -> 0.01"
@@ -1104,7 +1105,7 @@ def _p_suite(name, says, arms, points, paper, metric=_P_SUITE):
 
 
 def _p_category(category: str) -> str:
-    return _P_SUITE.replace("one task per HELMET category", f"the {category} task")
+    return _P_SUITE.replace("each HELMET category the mean of its tasks", f"the {category} tasks")
 
 
 _P_RECIPE_VS_100 = Part(
@@ -1434,7 +1435,14 @@ def registry_markdown(scaling: bool = True) -> str:
 
 # the appendix's table of evidence: a scorecard part's columns (lcx.scorecard.PART_COLUMNS)
 # without the checks' (kind, holds, ours), after the chapter
-EVIDENCE_COLUMNS = ["chapter", *(c for c in PART_COLUMNS if c not in ("kind", "holds", "ours"))]
+EVIDENCE_COLUMNS = [
+    "chapter",
+    *(
+        c
+        for c in PART_COLUMNS
+        if c not in ("kind", "holds", "ours", "seed_var", "example_var", "crossed")
+    ),
+]
 CHECK_COLUMNS = ["chapter", "claim", "part", "kind", "holds", "ours", "says"]
 
 
@@ -1456,6 +1464,47 @@ def evidence_table(parts):
     counts = ["n_seeds", "n_examples"]  # whole numbers, empty where a part was not run
     rows[counts] = rows[counts].astype("Float64").round().astype("Int64")
     return rows[EVIDENCE_COLUMNS].reset_index(drop=True)
+
+
+def power_table(parts, seeds=None):
+    """What more seeds would decide: for each empirical part of
+    :func:`lcx.scorecard.collect_parts`'s table that was measured on two seeds or more, the
+    effect it must reach (the minimum effect, or an equivalence part's margin), the detectable
+    effect of this run and, at the spread it measured, of the same design with each of ``seeds``
+    seeds (:func:`lcx.verdicts.detectable_at`; None: :data:`lcx.verdicts.PLAN_SEEDS`), and
+    whether the paper's effect is then within reach (detectable <= the effect it must reach)."""
+    import pandas as pd
+
+    from .verdicts import PLAN_SEEDS, detectable_at
+
+    seeds = PLAN_SEEDS if seeds is None else seeds
+    rows = parts[(parts["kind"] == "empirical") & (parts["n_seeds"].astype(float) >= 2)].copy()
+    rows = rows[rows["seed_var"].notna()]
+    out = pd.DataFrame(
+        {
+            "chapter": _chapter_of(rows["claim"]).values,
+            "claim": rows["claim"].values,
+            "part": rows["part"].values,
+            "needs": rows["margin"].where(rows["margin"].notna(), rows["min_effect"]).values,
+            "verdict": rows["verdict"].values,
+            "seeds": rows["n_seeds"].astype(int).values,
+            "examples": rows["n_examples"].astype(int).values,
+            "detectable": rows["detectable_effect"].values,
+        }
+    )
+    for s in seeds:
+        out[f"at {s} seeds"] = [
+            detectable_at(v, e, bool(c), s, int(n))
+            for v, e, c, n in zip(
+                rows["seed_var"],
+                rows["example_var"],
+                rows["crossed"],
+                rows["n_examples"],
+                strict=True,
+            )
+        ]
+    out[f"in reach at {seeds[0]} seeds"] = out[f"at {seeds[0]} seeds"] <= out["needs"]
+    return out
 
 
 def checks_table(parts):

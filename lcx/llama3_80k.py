@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import bench, budget, evaluate, models, tasks, train, verdicts
+from . import bench, budget, evaluate, models, pretrained, tasks, train, verdicts
 from . import rows as row_builders
 from .profiles import pick
 
@@ -448,12 +448,15 @@ def short_nll(ch, ref: evaluate.Ref) -> pd.Series:
 
 
 def short_tasks(ch, ref: evaluate.Ref, n: int, depths) -> pd.Series:
-    """The probe tasks of :data:`RETENTION_TASKS` at ``W / 2`` and ``W``, headline score per example
+    """The probe tasks of :data:`RETENTION_TASKS` that the base model's gate keeps
+    (:func:`lcx.pretrained.kept`; all of them when it keeps none, a base that failed its gate and
+    on which the scorecard judges nothing) at ``W / 2`` and ``W``, headline score per example
     (:func:`example_scores`): Q4's task stand-in for MMLU."""
     ex = evaluate.suite_examples(
         ref, ch.tokenizer, ch.tokens, RETENTION_TASKS, [ch.W // 2, ch.W], n, depths=depths
     )
-    return example_scores(ex)
+    keep = pretrained.kept(ch.gate, RETENTION_TASKS)[0] or RETENTION_TASKS
+    return example_scores(ex[ex.task.isin(keep)])
 
 
 def memory_plan(length: int = 81920):

@@ -21,14 +21,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import attention, bench, budget, claims, data, evaluate, models, rope, tasks, train
+from . import (
+    attention,
+    bench,
+    budget,
+    claims,
+    data,
+    evaluate,
+    models,
+    pretrained,
+    rope,
+    tasks,
+    train,
+)
 from . import rows as row_builders
 from .profiles import pick
 from .results import load_metrics
 
 LONG = {"code": 1.0, "books": 1.0}  # paper: code repositories and books, 1:1 (Table 4)
 SHORT = {"short": 1.0}  # paper: ShortMix (FineWeb, Wikipedia, StackExchange, ...); ours: short text
-SUITE = ["json_kv", "multidoc_qa", "rerank", "icl", "doc_qa", "summary"]  # HELMET's categories
+# HELMET's categories: recall has JSON KV and RULER's multi-key needle, as HELMET's does
+SUITE = ["json_kv", "needle", "multidoc_qa", "rerank", "icl", "doc_qa", "summary"]
 CATEGORIES = ["recall", "rag", "rerank", "icl", "qa", "summ"]
 DEFAULT = {"long_share": 0.6, "long_mix": LONG, "masking": True}  # and the base: 2x NTK
 ABLATIONS = {  # Fig. 1/3 (long share), Table 4 (sources), Table 18 (base), Table 20 (masks)
@@ -642,34 +655,43 @@ PART_DATA = {
 def example_label(task: str, length: int, depth, example: int) -> str:
     """One evaluation example's label, the same for every model that answered the same prompt:
     task, length, depth (``-`` for a task without one) and its index in the cell."""
-    where = "-" if depth is None or depth != depth else f"{float(depth):g}"
+    where = "-" if depth is None or depth == "-" or depth != depth else f"{float(depth):g}"
     return f"{task}@{int(length)}@{where}#{int(example)}"
 
 
 def suite_values(
-    examples: pd.DataFrame, W: int, metric=JUDGE, categories=None, lengths=None
+    examples: pd.DataFrame, W: int, metric=JUDGE, categories=None, lengths=None, tasks=None
 ) -> pd.DataFrame:
     """The verdict engine's table (columns ``arm``, ``seed``, ``example``, ``value``) from
     :func:`arm_examples`' rows: each example's ``metric`` (None: its task's headline metric), in
-    ``categories`` and at ``lengths`` (multiples of ``W``) when given; skipped cells left out.
-    One task per category and the same number of examples in every task and length make the mean
-    over examples the macro-average over categories and lengths (Table 10's): a table where they
-    differ is refused."""
+    ``categories``, at ``lengths`` (multiples of ``W``) and of ``tasks`` when given; skipped cells
+    left out. A category's tasks are averaged example by example (the i-th example of each at the
+    same length and depth makes one value), so with the same number of examples in every task and
+    length the mean over values is the macro-average over categories and lengths (Table 10's): a
+    table where they differ is refused."""
     t = examples[examples.score.notna()]
     t = t[t.headline.astype(bool)] if metric is None else t[t.metric == metric]
     if categories is not None:
         t = t[t.category.isin(categories)]
     if lengths is not None:
         t = t[t.length.isin([k * W for k in lengths])]
+    if tasks is not None:
+        t = t[t.task.isin(tasks)]
     if t.empty:
-        raise ValueError(f"no {metric or 'headline'} scores in {categories} at {lengths} x W")
+        raise ValueError(
+            f"no {metric or 'headline'} scores of {tasks} in {categories} at {lengths} x W"
+        )
     counts = t.groupby(["arm", "seed", "task", "length"]).size()
     if counts.nunique() > 1:
         raise ValueError(
             "examples per task and length differ, so their mean is not the macro-average: "
             f"{counts.to_dict()} (n per cell must be a multiple of the number of depths)"
         )
-    labels = [example_label(*k) for k in zip(t.task, t.length, t.depth, t.example, strict=True)]
+    t = t.assign(depth=t.depth.astype(object).where(t.depth.notna(), "-"))
+    t = t.groupby(
+        ["arm", "seed", "category", "length", "depth", "example"], as_index=False, sort=False
+    )["score"].mean()
+    labels = [example_label(*k) for k in zip(t.category, t.length, t.depth, t.example, strict=True)]
     return pd.DataFrame(
         {"arm": t.arm.values, "seed": t.seed.values, "example": labels, "value": t.score.values}
     )
@@ -703,12 +725,16 @@ def timing_values(times: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def part_results(claim_id: str, sources: dict, W: int, not_run: dict | None = None) -> dict:
+def part_results(
+    claim_id: str, sources: dict, W: int, not_run: dict | None = None, gate: dict | None = None
+) -> dict:
     """The results of ``claim_id``'s empirical parts for :meth:`lcx.scorecard.Scorecard.judge`:
     part name -> the engine's table, built from ``sources`` (``"suite"``: :func:`arm_examples`'
     rows of every arm; ``"short"``: :func:`short_docs`; ``"long"``: :func:`long_windows`, or the
     reason it has none; ``"rows"``: :func:`row_times`) as :data:`PART_DATA` says, or the reason
-    the part was not run: its source or an arm is missing (``not_run``: arm -> why)."""
+    the part was not run: its source or an arm is missing (``not_run``: arm -> why), or none of
+    its tasks is in the suite's headline by the base model's ``gate``
+    (:func:`lcx.pretrained.kept`: a suite part averages only the tasks the gate keeps)."""
     not_run = not_run or {}
     out = {}
     for part in claims.CLAIMS[claim_id].parts:
@@ -727,7 +753,14 @@ def part_results(claim_id: str, sources: dict, W: int, not_run: dict | None = No
                 f"{a}: {not_run.get(a, 'not run on this profile')}" for a in missing
             )
         elif source == "suite":
-            out[part.name] = suite_values(rows, W, JUDGE, **select)
+            cats = select["categories"] or CATEGORIES
+            keep, dropped = pretrained.kept(
+                gate, [t for t in SUITE if tasks.TASKS[t].category in cats]
+            )
+            if keep:
+                out[part.name] = suite_values(rows, W, JUDGE, **select, tasks=keep)
+            else:
+                out[part.name] = f"no task of {', '.join(cats)} passes the base's gate: {dropped}"
         elif source == "rows":
             out[part.name] = rows
         else:

@@ -5,6 +5,7 @@ counts of a real model)."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -294,3 +295,31 @@ def test_the_registry_scales_the_papers_numbers():
     arms = {p.arms[1] for p in CLAIMS["Q6"].parts if p.kind == "empirical"}
     assert arms == {"LoRA", "full fine-tuning"} < set(llama3_80k.METHOD_ARMS.values())
     assert np.isclose(sum(llama3_80k.SHARES.values()), 20.5)  # 3.5K + 5K + 12K
+
+
+def test_short_tasks_score_only_the_tasks_the_base_gate_keeps(monkeypatch):
+    # the suite answers every retention task; the gate keeps passkey alone, so Q4's task scores
+    # are passkey's examples and nothing else
+    rows = [
+        {"task": t, "length": n, "depth": 0.5, "example": i, "headline": True, "score": s}
+        for t, s in [("passkey", 0.9), ("json_kv", 0.0), ("doc_qa", 0.1), ("icl", 0.2)]
+        for n in (4, 8)
+        for i in range(3)
+    ]
+    monkeypatch.setattr(llama3_80k.evaluate, "suite_examples", lambda *a, **k: pd.DataFrame(rows))
+    gate = {
+        "tasks": {
+            t: {"score": s, "chance": 0.1, "needs": 0.5, "kept": s >= 0.5}
+            for t, s in [("passkey", 0.9), ("json_kv", 0.0), ("doc_qa", 0.1), ("icl", 0.2)]
+        }
+    }
+    ch = SimpleNamespace(gate=gate, tokenizer=None, tokens=None, W=8)
+    scores = llama3_80k.short_tasks(ch, None, 3, (0.5,))
+    assert len(scores) == 6 and set(scores) == {0.9}
+    assert all(label.startswith("passkey@") for label in scores.index)
+    # a gate that keeps none of them (a failed base, judged on nothing): every task is scored
+    none = {"tasks": {t: {**g, "kept": False} for t, g in gate["tasks"].items()}}
+    assert (
+        len(llama3_80k.short_tasks(SimpleNamespace(**{**vars(ch), "gate": none}), None, 3, (0.5,)))
+        == 24
+    )
