@@ -67,6 +67,9 @@ def judge_part(part, result, gate=None) -> dict:
         "paper_effect": part.paper_effect,
         "n_seeds": est.n_seeds,
         "n_examples": est.n_examples,
+        "seed_var": est.seed_var,  # the variance components, for a plan of the next run
+        "example_var": est.example_var,
+        "crossed": est.crossed,
         "verdict": verdict,
         "reason": reason,
     }
@@ -202,6 +205,9 @@ PART_COLUMNS = [
     "paper_effect",
     "n_seeds",
     "n_examples",
+    "seed_var",
+    "example_var",
+    "crossed",
     "holds",
     "ours",
     "reason",

@@ -63,6 +63,8 @@ VERDICTS = ("reproduced", "partly", "inconclusive", "not reproduced", "not testa
 NOT_TESTABLE = "not testable at this scale"
 CONFIDENCE = 0.95
 POWER = 0.80
+# the designs a plan compares with the run it measured (lcx.claims.power_table): seeds per arm
+PLAN_SEEDS = (3, 5)
 CLAIM_RULE = (
     "A claim is reproduced when every empirical part is; partly when some are; inconclusive when "
     "none is and some could not tell; not reproduced when every testable part is not; not testable "
@@ -82,6 +84,12 @@ class Estimate:
     n_seeds: int
     n_examples: int  # evaluation examples per seed and arm (the smallest)
     means: dict  # arm -> mean over seeds and examples
+    # the variance components behind se, for a design with other counts (:meth:`detectable_at`):
+    # of one seed's mean difference, of one example's difference, and whether every seed scored
+    # the same examples (their noise is then shared by the seeds, not averaged away)
+    seed_var: float = math.nan
+    example_var: float = math.nan
+    crossed: bool = False
 
     def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
         if self.se == 0:
@@ -93,6 +101,33 @@ class Estimate:
         """The smallest true effect this design detects (interval above zero) with ``power``."""
         q = stats.t.ppf(0.5 + confidence / 2, self.df) + stats.t.ppf(power, self.df)
         return q * self.se
+
+    def detectable_at(self, n_seeds: int, n_examples: int | None = None) -> float:
+        """:func:`detectable_at` of this comparison's variance components with ``n_seeds``
+        seeds and ``n_examples`` examples per seed (None: as measured)."""
+        n = self.n_examples if n_examples is None else n_examples
+        return detectable_at(self.seed_var, self.example_var, self.crossed, n_seeds, n)
+
+
+def detectable_at(
+    seed_var: float, example_var: float, crossed: bool, n_seeds: int, n_examples: int
+) -> float:
+    """The detectable effect (:meth:`Estimate.detectable`) of a comparison run with ``n_seeds``
+    seeds and ``n_examples`` examples per seed, at measured variance components: the seeds' part
+    ``seed_var / S`` (the variance of one seed's mean difference), the examples' part
+    ``example_var / n`` (``/ (n S)`` when each seed scored its own examples, not ``crossed``),
+    with Welch-Satterthwaite degrees of freedom. NaN without a seed spread (one measured seed).
+    A plan: it assumes the spread measured in one run holds in the next."""
+    if n_seeds < 1 or n_examples < 1:
+        raise ValueError(f"n_seeds={n_seeds}, n_examples={n_examples}: each must be >= 1")
+    between = seed_var / n_seeds if n_seeds > 1 else 0.0
+    within = example_var / (n_examples if crossed else n_examples * n_seeds)
+    df_within = max(n_examples - 1, 1) if crossed else max(n_seeds * (n_examples - 1), 1)
+    terms = (between**2 / (n_seeds - 1) if n_seeds > 1 else 0.0) + within**2 / df_within
+    se2 = between + within
+    df = se2**2 / terms if terms > 0 else math.inf
+    q = stats.t.ppf(0.5 + CONFIDENCE / 2, df) + stats.t.ppf(POWER, df)
+    return q * math.sqrt(se2)
 
 
 def _check_table(data: pd.DataFrame, arms) -> pd.DataFrame:
@@ -155,10 +190,12 @@ def estimate(data: pd.DataFrame, treatment: str, reference: str, direction: int 
     crossed = len(paired) == S and all(set(p.index) == set(paired[0].index) for p in paired)
     if crossed:  # every seed scored the same examples: their noise is shared, not averaged away
         per_example = pd.concat(paired, axis=1).mean(axis=1)
-        within = per_example.var(ddof=1) / len(per_example) if len(per_example) > 1 else 0.0
+        example_var = per_example.var(ddof=1) if len(per_example) > 1 else 0.0
+        within = example_var / len(per_example)
         df_within = max(len(per_example) - 1, 1)
     else:  # each seed's own sampling variance (Satterthwaite over the seeds)
         within = float(np.sum(v)) / S**2
+        example_var = float(np.mean([vi * ni for vi, ni in zip(v, n, strict=True)]))
         den = sum(vi**2 / di for vi, di in zip(v, dfs, strict=True) if di > 0)
         df_within = float(np.sum(v)) ** 2 / den if den > 0 else math.inf
     between = d.var(ddof=1) / S if S > 1 else 0.0
@@ -170,7 +207,17 @@ def estimate(data: pd.DataFrame, treatment: str, reference: str, direction: int 
         treatment: float(a[seeds].stack().mean()),
         reference: float(b[seeds].stack().mean()),
     }
-    return Estimate(direction * float(d.mean()), math.sqrt(se2), df, S, min(n), means)
+    return Estimate(
+        direction * float(d.mean()),
+        math.sqrt(se2),
+        df,
+        S,
+        min(n),
+        means,
+        seed_var=float(d.var(ddof=1)) if S > 1 else math.nan,
+        example_var=float(example_var),
+        crossed=crossed,
+    )
 
 
 def _sign_test(est: Estimate, confidence: float) -> bool:

@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -251,3 +252,39 @@ def test_verdict_counts_count_claims_and_empirical_parts():
         "not reproduced": 0,
         "not testable at this scale": 1,
     }
+
+
+def test_power_table_projects_each_parts_measured_spread_to_more_seeds():
+    from lcx import verdicts
+    from lcx.scorecard import Scorecard
+
+    rng = np.random.default_rng(1)
+    card = Scorecard("03_together_pi", "tiny")
+    results = {}
+    for part in CLAIMS["T2"].parts + CLAIMS["T1"].parts:
+        if part.kind != "empirical":
+            continue
+        treatment, reference = part.arms
+        rows = [
+            (arm, seed, i, v + rng.normal(0, 0.05) + 0.02 * seed)
+            for seed in (0, 1)
+            for i, v in enumerate(rng.normal(0, 0.1, 30))
+            for arm in (treatment, reference)
+        ]
+        results[part.name] = pd.DataFrame(rows, columns=["arm", "seed", "example", "value"])
+    for claim in ("T1", "T2"):
+        card.judge(
+            claim, {p.name: results[p.name] for p in CLAIMS[claim].parts if p.name in results}
+        )
+    parts = card.parts()
+    plan = claims.power_table(parts, seeds=(2, 3))
+    assert len(plan) == len(results)
+    for row in plan.to_dict("records"):
+        part = CLAIMS[row["claim"]].part(row["part"])
+        # what it must reach: an equivalence part's margin, else the minimum effect
+        assert row["needs"] == (part.margin if part.margin is not None else part.min_effect)
+        # at the measured design the plan is the engine's own detectable effect; more seeds less
+        assert row["at 2 seeds"] == pytest.approx(row["detectable"])
+        assert row["at 3 seeds"] < row["at 2 seeds"]
+        assert row["in reach at 2 seeds"] == (row["at 2 seeds"] <= row["needs"])
+    assert verdicts.PLAN_SEEDS[0] >= 3  # the minimum for every comparison

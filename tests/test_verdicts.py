@@ -1,6 +1,8 @@
 """The verdict engine against independent references (scipy's t tests) and against simulated
 experiments with a known truth, at the book's seeds and examples."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -183,3 +185,32 @@ def test_differences_without_any_spread_are_inconclusive_not_a_confident_zero():
             {("new", 0): dict.fromkeys(range(n), 1.0), ("old", 0): dict.fromkeys(range(n), 0.0)}
         )
         assert verdict_of(data)[0] == expected
+
+
+def test_detectable_at_projects_the_measured_variance_components_to_another_design():
+    # crossed design, difference = 0.05 + a_seed + e_example, sd 0.1 and 0.4 by construction: the
+    # detectable effect of S seeds and n examples is (t(.975) + t(.8)) * sqrt(0.01 / S + 0.16 / n)
+    rng = np.random.default_rng(0)
+    S, n = 200, 400
+    e, a = rng.normal(0, 0.4, n), rng.normal(0, 0.1, S)
+    seed, example = np.repeat(np.arange(S), n), np.tile(np.arange(n), S)
+    treated = pd.DataFrame(
+        {"arm": "t", "seed": seed, "example": example, "value": 0.05 + a[seed] + e[example]}
+    )
+    data = pd.concat([treated, treated.assign(arm="r", value=0.0)], ignore_index=True)
+    est = verdicts.estimate(data, "t", "r")
+    assert est.crossed
+    assert est.seed_var == pytest.approx(0.01, rel=0.25)
+    assert est.example_var == pytest.approx(0.16, rel=0.15)
+    # at the measured design it is the engine's own detectable effect
+    assert est.detectable_at(S, n) == pytest.approx(est.detectable())
+    for s2, n2 in [(3, 100), (10, 1000)]:
+        se = math.sqrt(0.01 / s2 + 0.16 / n2)
+        between, within = 0.01 / s2, 0.16 / n2
+        df = (between + within) ** 2 / (between**2 / (s2 - 1) + within**2 / (n2 - 1))
+        truth = (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * se
+        assert est.detectable_at(s2, n2) == pytest.approx(truth, rel=0.15)
+    # more seeds never detect less; one seed has no seed spread to count
+    assert est.detectable_at(5) < est.detectable_at(3) < est.detectable_at(2)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        est.detectable_at(0)
