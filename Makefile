@@ -147,7 +147,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
 bench: $(STAMP)
-	$(BIN)/python -m lcx.bench
+	$(BIN)/python -m lcx.bench --variants
 
 # The build and the tests' own folders; never anyone's results/ or .cache/lcx.
 clean:

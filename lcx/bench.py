@@ -61,8 +61,13 @@ def train_throughput(
     tokenizer,
     steps: int = 12,
     batch_tokens: int = 8192,
+    **step_options,
 ) -> float:
-    """Tokens/s of ``steps`` optimizer steps after two warm-up steps, through ``LcxTrainer``."""
+    """Tokens/s of ``steps`` optimizer steps after two warm-up steps, through ``LcxTrainer``.
+    ``step_options``: ``TrainingArguments`` fields changed for this measurement (e.g.
+    ``optim="adamw_torch_fused"``, ``torch_compile=True``: :data:`STEP_VARIANTS`)."""
+    import dataclasses
+
     from transformers import TrainerCallback, default_data_collator
 
     from . import rows as row_builders
@@ -90,7 +95,9 @@ def train_throughput(
 
     with tempfile.TemporaryDirectory() as tmp:
         args = train.training_arguments(recipe, tmp)
-        args.disable_tqdm, args.save_strategy, args.logging_strategy = True, "no", "no"
+        args = dataclasses.replace(
+            args, disable_tqdm=True, save_strategy="no", logging_strategy="no", **step_options
+        )
         trainer = train.LcxTrainer(
             model=model,
             args=args,
@@ -101,6 +108,29 @@ def train_throughput(
         trainer.train()
     measured = times[2:]
     return batch_tokens * (len(measured) - 1) / (measured[-1] - measured[0])
+
+
+# What a faster training step could be (issue 19's item 4): each variant's TrainingArguments
+# fields against lcx's own (fused-free AdamW, eager PyTorch), printed by ``--variants``.
+STEP_VARIANTS = {
+    "lcx (AdamW, eager)": {},
+    "fused AdamW": {"optim": "adamw_torch_fused"},
+    "torch.compile (inductor)": {"torch_compile": True},
+    "fused AdamW + torch.compile": {"optim": "adamw_torch_fused", "torch_compile": True},
+}
+
+
+def variants_table(size: str, seq_len: int, tokens, tokenizer, steps: int = 30) -> pd.DataFrame:
+    """Training tokens/s (bf16 autocast, 2,048 tokens per step, as chapter 02's base runs) of each
+    of :data:`STEP_VARIANTS`, with the speed-up over lcx's own step. torch.compile's compile
+    time is in the two warm-up steps, not in the rate."""
+    rows = []
+    for name, options in STEP_VARIANTS.items():
+        tps = train_throughput(size, seq_len, True, tokens, tokenizer, steps, 2048, **options)
+        rows.append({"size": size, "T": seq_len, "variant": name, "tok/s": tps})
+    table = pd.DataFrame(rows)
+    table["vs lcx"] = table["tok/s"] / table["tok/s"].iloc[0]
+    return table
 
 
 # --- per-document attention on packed rows (ProLong §A.3, Table 15) --------------------------------
@@ -556,6 +586,11 @@ def main(argv=None) -> None:
     parser.add_argument("--impls", nargs="+", default=None, help="with --attention")
     parser.add_argument("--batch-rows", type=int, default=1, help="with --attention")
     parser.add_argument("--bf16", action="store_true", help="with --attention")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="then: tokens/s of fused AdamW and torch.compile against lcx's step (bf16, at W)",
+    )
     args = parser.parse_args(argv)
     if args.attention:
         for size in args.sizes:
@@ -598,6 +633,10 @@ def main(argv=None) -> None:
                     f"{gflops / peak[dtype]:6.1%}",
                     flush=True,
                 )
+    if args.variants:
+        for size in args.sizes:
+            table = variants_table(size, args.window, tokens, tokenizer)
+            print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"), flush=True)
 
 
 if __name__ == "__main__":
