@@ -1472,7 +1472,8 @@ def power_table(parts, seeds=None):
     effect it must reach (the minimum effect, or an equivalence part's margin), the detectable
     effect of this run and, at the spread it measured, of the same design with each of ``seeds``
     seeds (:func:`lcx.verdicts.detectable_at`; None: :data:`lcx.verdicts.PLAN_SEEDS`), and
-    whether the paper's effect is then within reach (detectable <= the effect it must reach)."""
+    whether the paper's effect is then within reach (0 < detectable <= the effect it must reach;
+    a part with no spread at all, every arm at one value, has nothing to plan with)."""
     import pandas as pd
 
     from .verdicts import PLAN_SEEDS, detectable_at
@@ -1503,7 +1504,9 @@ def power_table(parts, seeds=None):
                 strict=True,
             )
         ]
-    out[f"in reach at {seeds[0]} seeds"] = out[f"at {seeds[0]} seeds"] <= out["needs"]
+    # no spread at all (every arm at one value, e.g. at the floor) is no power to plan with
+    first = out[f"at {seeds[0]} seeds"]
+    out[f"in reach at {seeds[0]} seeds"] = (first > 0) & (first <= out["needs"])
     return out
 
 

@@ -286,5 +286,8 @@ def test_power_table_projects_each_parts_measured_spread_to_more_seeds():
         # at the measured design the plan is the engine's own detectable effect; more seeds less
         assert row["at 2 seeds"] == pytest.approx(row["detectable"])
         assert row["at 3 seeds"] < row["at 2 seeds"]
-        assert row["in reach at 2 seeds"] == (row["at 2 seeds"] <= row["needs"])
+        assert row["in reach at 2 seeds"] == (0 < row["at 2 seeds"] <= row["needs"])
+    # a part with no spread (every value the same) is never in reach
+    flat = parts.assign(seed_var=0.0, example_var=0.0)
+    assert not claims.power_table(flat, seeds=(3,))["in reach at 3 seeds"].any()
     assert verdicts.PLAN_SEEDS[0] >= 3  # the minimum for every comparison
