@@ -1471,12 +1471,13 @@ def power_table(parts, seeds=None):
     :func:`lcx.scorecard.collect_parts`'s table that was measured on two seeds or more, the
     effect it must reach (the minimum effect, or an equivalence part's margin), the detectable
     effect of this run and, at the spread it measured, of the same design with each of ``seeds``
-    seeds (:func:`lcx.verdicts.detectable_at`; None: :data:`lcx.verdicts.PLAN_SEEDS`), and
-    whether the paper's effect is then within reach (0 < detectable <= the effect it must reach;
-    a part with no spread at all, every arm at one value, has nothing to plan with)."""
+    seeds (:func:`lcx.verdicts.detectable_at`; None: :data:`lcx.verdicts.PLAN_SEEDS`) and with
+    the first of them and :data:`lcx.verdicts.PLAN_EXAMPLES` times the examples, and whether the
+    paper's effect is then within reach (0 < detectable <= the effect it must reach; a part with
+    no spread at all, every arm at one value, has nothing to plan with)."""
     import pandas as pd
 
-    from .verdicts import PLAN_SEEDS, detectable_at
+    from .verdicts import PLAN_EXAMPLES, PLAN_SEEDS, detectable_at
 
     seeds = PLAN_SEEDS if seeds is None else seeds
     rows = parts[(parts["kind"] == "empirical") & (parts["n_seeds"].astype(float) >= 2)].copy()
@@ -1504,9 +1505,16 @@ def power_table(parts, seeds=None):
                 strict=True,
             )
         ]
+    more = f"at {seeds[0]} seeds, {PLAN_EXAMPLES}x examples"
+    out[more] = [
+        detectable_at(v, e, bool(c), seeds[0], PLAN_EXAMPLES * int(n))
+        for v, e, c, n in zip(
+            rows["seed_var"], rows["example_var"], rows["crossed"], rows["n_examples"], strict=True
+        )
+    ]
     # no spread at all (every arm at one value, e.g. at the floor) is no power to plan with
-    first = out[f"at {seeds[0]} seeds"]
-    out[f"in reach at {seeds[0]} seeds"] = (first > 0) & (first <= out["needs"])
+    for column in (f"at {seeds[0]} seeds", more):
+        out[f"in reach {column}"] = (out[column] > 0) & (out[column] <= out["needs"])
     return out
 
 

@@ -65,6 +65,7 @@ CONFIDENCE = 0.95
 POWER = 0.80
 # the designs a plan compares with the run it measured (lcx.claims.power_table): seeds per arm
 PLAN_SEEDS = (3, 5)
+PLAN_EXAMPLES = 4  # and the first of them with this many times the examples per seed
 CLAIM_RULE = (
     "A claim is reproduced when every empirical part is; partly when some are; inconclusive when "
     "none is and some could not tell; not reproduced when every testable part is not; not testable "

@@ -287,6 +287,16 @@ def test_power_table_projects_each_parts_measured_spread_to_more_seeds():
         assert row["at 2 seeds"] == pytest.approx(row["detectable"])
         assert row["at 3 seeds"] < row["at 2 seeds"]
         assert row["in reach at 2 seeds"] == (0 < row["at 2 seeds"] <= row["needs"])
+        more = row[f"at 2 seeds, {verdicts.PLAN_EXAMPLES}x examples"]
+        assert row[f"in reach at 2 seeds, {verdicts.PLAN_EXAMPLES}x examples"] == (
+            0 < more <= row["needs"]
+        )
+    # without a seed spread the examples are all the noise: k times the examples, se / sqrt(k)
+    # (30 examples: the t quantiles' degrees of freedom change little)
+    no_seed_spread = claims.power_table(parts.assign(seed_var=0.0), seeds=(2,))
+    more = no_seed_spread[f"at 2 seeds, {verdicts.PLAN_EXAMPLES}x examples"]
+    ratio = (more / no_seed_spread["at 2 seeds"]).to_numpy()
+    assert ratio == pytest.approx(verdicts.PLAN_EXAMPLES**-0.5, rel=0.05)
     # a part with no spread (every value the same) is never in reach
     flat = parts.assign(seed_var=0.0, example_var=0.0)
     assert not claims.power_table(flat, seeds=(3,))["in reach at 3 seeds"].any()
