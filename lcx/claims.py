@@ -1494,24 +1494,18 @@ def power_table(parts, seeds=None):
             "detectable": rows["detectable_effect"].values,
         }
     )
-    for s in seeds:
-        out[f"at {s} seeds"] = [
-            detectable_at(v, e, bool(c), s, int(n))
-            for v, e, c, n in zip(
-                rows["seed_var"],
-                rows["example_var"],
-                rows["crossed"],
-                rows["n_examples"],
-                strict=True,
-            )
+    components = list(zip(rows["seed_var"], rows["example_var"], rows["crossed"], strict=True))
+
+    def planned(n_seeds: int, examples_factor: int = 1) -> list[float]:
+        return [
+            detectable_at(v, e, bool(c), n_seeds, examples_factor * int(n))
+            for (v, e, c), n in zip(components, rows["n_examples"], strict=True)
         ]
+
+    for s in seeds:
+        out[f"at {s} seeds"] = planned(s)
     more = f"at {seeds[0]} seeds, {PLAN_EXAMPLES}x examples"
-    out[more] = [
-        detectable_at(v, e, bool(c), seeds[0], PLAN_EXAMPLES * int(n))
-        for v, e, c, n in zip(
-            rows["seed_var"], rows["example_var"], rows["crossed"], rows["n_examples"], strict=True
-        )
-    ]
+    out[more] = planned(seeds[0], PLAN_EXAMPLES)
     # no spread at all (every arm at one value, e.g. at the floor) is no power to plan with
     for column in (f"at {seeds[0]} seeds", more):
         out[f"in reach {column}"] = (out[column] > 0) & (out[column] <= out["needs"])

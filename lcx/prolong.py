@@ -654,7 +654,8 @@ PART_DATA = {
 
 def example_label(task: str, length: int, depth, example: int) -> str:
     """One evaluation example's label, the same for every model that answered the same prompt:
-    task, length, depth (``-`` for a task without one) and its index in the cell."""
+    task (or the category whose tasks' i-th examples it averages, :func:`suite_values`), length,
+    depth (``-`` for a task without one) and its index in the cell."""
     where = "-" if depth is None or depth == "-" or depth != depth else f"{float(depth):g}"
     return f"{task}@{int(length)}@{where}#{int(example)}"
 
