@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from . import cache, evaluate, pretrained
+from . import cache, evaluate, plan, pretrained
 from .profiles import PROFILES, check, check_device, pick
 from .results import chapter_dir
 
@@ -36,6 +36,7 @@ class Chapter:
     base_ref: evaluate.Ref
     base_runs: list  # its pretraining stages' run folders (none for a released checkpoint)
     gate: dict  # the base model's gate (lcx.pretrained.base_gate), computed by chapter 02
+    plan: dict | None = None  # the runs' plan (lcx.plan.load), None: every arm runs
     metrics: dict = field(default_factory=dict)
 
     @property
@@ -45,8 +46,9 @@ class Chapter:
         return self.gate["passed"], pretrained.gate_reason(self.gate)
 
 
-# every verdict from at least two seeds; one on tiny, which only exercises the code paths
-SEEDS = {"tiny": [0], "cpu": [0, 1], "gpu": [0, 1]}
+# every verdict from at least two seeds, three where the plan (lcx.plan.SEEDS) projects to them;
+# one on tiny, which only exercises the code paths
+SEEDS = {"tiny": [0], "cpu": [0, 1, 2], "gpu": [0, 1]}
 
 
 def check_seeds(seeds) -> list[int]:
@@ -83,13 +85,17 @@ def quiet() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Chapter:
+def setup(
+    name: str, profile: str, seeds=None, base_name: str = "llama2", planned: bool | str = True
+) -> Chapter:
     """Check ``profile`` and ``seeds`` (None: :data:`SEEDS` of the profile), freeze the objects
     the imports made (every Trainer run's ``gc.collect()`` then skips them: 0.4 s per run), make
     ``results/<profile>/<name>/``, set the plot style, keep library chatter out of the outputs
     (:func:`quiet`), and load base model ``base_name`` (chapter 02's, cached) with its tokens and
     its gate (:func:`lcx.pretrained.base_gate`; a failed gate is printed, and the chapter's
-    scorecard marks the claims it would decide not testable)."""
+    scorecard marks the claims it would decide not testable), and, when ``planned``, the
+    profile's plan (:func:`lcx.plan.load`: the arms only out-of-reach parts use are skipped; a
+    profile's name instead of True: that profile's plan)."""
     gc.freeze()
     quiet()
     check("profile", profile, PROFILES)
@@ -98,6 +104,9 @@ def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Cha
     check("base_name", base_name, tuple(pretrained.BASES))
     seeds = pick(profile, **SEEDS) if seeds is None else seeds
     check_seeds(seeds)
+    if not isinstance(planned, bool):  # another profile's plan, e.g. cpu's on tiny (the tests)
+        check("planned", planned, PROFILES)
+    runs_plan = plan.load(profile if planned is True else planned) if planned else None
     plt.rcParams.update(PLOT_STYLE)
     base_net, _, base_runs = pretrained.base_model(profile, base_name, 0)
     tokenizer, tokens = pretrained.corpus_tokens(profile, base_name)
@@ -117,5 +126,11 @@ def setup(name: str, profile: str, seeds=None, base_name: str = "llama2") -> Cha
         base_ref=ref,
         base_runs=base_runs,
         gate=gate,
-        metrics={"profile": profile, "seeds": seeds, "base_gate": gate},
+        plan=runs_plan,
+        metrics={
+            "profile": profile,
+            "seeds": seeds,
+            "base_gate": gate,
+            "plan": runs_plan and {"commit": runs_plan["commit"], "seeds": runs_plan["seeds"]},
+        },
     )

@@ -125,7 +125,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
     ulysses = pick(profile, tiny=None, cpu=None, gpu={"processes": gpus, "sp_size": gpus})
     stage1 = train.Recipe(
         seq_len=L,  # paper: 65,536
-        tokens=pick(profile, tiny=L * 2 * 3, cpu=100_000, gpu=5_000_000_000),  # paper: 5B
+        tokens=pick(profile, tiny=L * 2 * 3, cpu=200_000, gpu=5_000_000_000),  # paper: 5B
         batch_tokens=pick(profile, tiny=2 * L, cpu=2 * L, gpu=4_000_000),  # paper: 4M
         lr=pick(profile, tiny=1e-3, cpu=1e-3, gpu=1e-5),  # paper: 1e-5
         warmup=0.1,  # paper: 10%
@@ -194,9 +194,14 @@ def long_documents(tokens, L: int) -> pd.DataFrame:
     )
 
 
-def ablations(profile: str, domains) -> tuple[dict, list]:
-    """(the ablations this profile runs, those skipped for want of their long data)."""
-    chosen = {k: v for k, v in ABLATIONS.items() if profile != "tiny" or k in TINY_ABLATIONS}
+def ablations(profile: str, domains, skip=()) -> tuple[dict, list]:
+    """(the ablations this profile runs, those skipped for want of their long data); an ablation
+    in ``skip`` (:func:`lcx.plan.skipped`: only out-of-reach parts use it) is not run."""
+    chosen = {
+        k: v
+        for k, v in ABLATIONS.items()
+        if (profile != "tiny" or k in TINY_ABLATIONS) and k not in skip
+    }
     missing = sorted(k for k, v in chosen.items() if not set(v.get("long_mix", LONG)) & domains)
     return {k: v for k, v in chosen.items() if k not in missing}, missing
 
@@ -411,14 +416,26 @@ def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
     )
 
 
-def stage2_plan(stage1: train.Recipe, stage2: train.Recipe, W: int) -> dict:
+def stage2_plan(stage1: train.Recipe, stage2: train.Recipe, W: int, skip=()) -> dict:
     """Table 7's two arms from the recipe's model: arm -> (recipe, RoPE base key of
     :func:`rope_bases`, run name): the same tokens at 8W again, or at stage 2's length with the
-    base raised again (the run names keep the length, e.g. "switch to 16W")."""
-    return {
+    base raised again (the run names keep the length, e.g. "switch to 16W"). An arm in ``skip``
+    (:func:`lcx.plan.skipped`) is left out; stage 2's run also starts Table 8's short-only SFT,
+    so it is left out only when that is skipped too."""
+    arms = {
         CONTINUE: (dataclasses.replace(stage1, tokens=stage2.tokens), "stage 1", CONTINUE),
         SWITCH: (stage2, "stage 2", f"switch to {stage2.seq_len // W}W"),
     }
+    needed = {CONTINUE: CONTINUE not in skip, SWITCH: SWITCH not in skip or SHORT_ONLY not in skip}
+    return {arm: v for arm, v in arms.items() if needed[arm]}
+
+
+def final_arm(runs: dict) -> tuple[str, str]:
+    """(arm, label after SFT) of ProLong's final model among ``runs`` ((arm, seed) -> run):
+    stage 2's run, or the recipe's stage 1 when stage 2 was not run."""
+    if any(arm == SWITCH for arm, _ in runs):
+        return SWITCH, "ProLong recipe (final), + SFT"
+    return "ProLong recipe", "ProLong recipe (stage 1; stage 2 not run), + SFT"
 
 
 def stage2_run(ch, start, recipe: train.Recipe, rope_base: str, bases: dict, seed: int, name: str):
@@ -447,6 +464,16 @@ def synthetic_sft(ch, sft: train.Recipe, starts: dict, shares, task_names, short
     for share in shares:
         runs[share] = [sft_run(ch, sft, start, s, task_names, share) for s, start in starts.items()]
     return runs
+
+
+def synthetic_shares(profile: str, skip=()) -> list:
+    """Table 8's synthetic shares run on ``profile``: none when the plan skips the short-only SFT
+    arm they are compared with (:func:`lcx.plan.skipped`), else each share whose arm is not in
+    ``skip``."""
+    shares = pick(profile, tiny=[0.5], cpu=[0.01, 0.1, 0.5], gpu=[0.01, 0.03, 0.1, 0.5])
+    if SHORT_ONLY in skip:
+        return []
+    return [s for s in shares if synthetic_arm(s) not in skip]
 
 
 def synthetic_arm(share: float) -> str:
@@ -749,19 +776,19 @@ def part_results(
         if source == "rows":
             rows = timing_values(rows)
         missing = [a for a in part.arms if a not in set(rows.arm)]
-        if missing:
-            out[part.name] = "; ".join(
-                f"{a}: {not_run.get(a, 'not run on this profile')}" for a in missing
-            )
-        elif source == "suite":
+        if source == "suite":
             cats = select["categories"] or CATEGORIES
             keep, dropped = pretrained.kept(
                 gate, [t for t in SUITE if tasks.TASKS[t].category in cats]
             )
-            if keep:
-                out[part.name] = suite_values(rows, W, JUDGE, **select, tasks=keep)
-            else:
-                out[part.name] = f"no task of {', '.join(cats)} passes the base's gate: {dropped}"
+        if source == "suite" and not keep:  # whatever ran: the base decides it first
+            out[part.name] = f"no task of {', '.join(cats)} passes the base's gate: {dropped}"
+        elif missing:
+            out[part.name] = "; ".join(
+                f"{a}: {not_run.get(a, 'not run on this profile')}" for a in missing
+            )
+        elif source == "suite":
+            out[part.name] = suite_values(rows, W, JUDGE, **select, tasks=keep)
         elif source == "rows":
             out[part.name] = rows
         else:
@@ -822,19 +849,21 @@ def p9_report(examples: pd.DataFrame, W: int, judge: str = JUDGE) -> dict:
     }
 
 
-def not_run(profile: str, ran, missing, shares) -> dict:
+def not_run(profile: str, ran, missing, shares, skip=None) -> dict:
     """Why an arm of the registry has no results on ``profile`` (arm -> reason): an ablation
     skipped for want of its long data (``missing``) or not in the profile's set (``ran``), a
-    synthetic share not in ``shares``."""
-    reasons = {}
+    synthetic share not in ``shares``, or an arm the plan skipped (``skip``, its reasons)."""
+    reasons = dict(skip or {})
     for name in ABLATIONS:
+        if name in reasons:
+            continue
         if name in missing:
             reasons[name] = "its long data is not in this profile's corpus"
         elif name not in ran:
             reasons[name] = f"not among the {profile} profile's ablations"
     for part in claims.CLAIMS["P7"].parts:
         arm = part.arms[1]
-        if arm not in {synthetic_arm(s) for s in shares}:
+        if arm not in {synthetic_arm(s) for s in shares} and arm not in reasons:
             reasons[arm] = f"this share is not run on the {profile} profile"
     return reasons
 
@@ -844,11 +873,17 @@ def p6_table(examples: pd.DataFrame, W: int) -> pd.DataFrame:
     examples), read with :data:`JUDGE` and with HELMET's metrics."""
     select = {"categories": TABLE_7_CATEGORIES, "lengths": (8,)}
     t = examples[examples.arm.isin([CONTINUE, SWITCH])]
-    ours = {
-        column: suite_values(t, W, metric, **select).groupby("arm", sort=False).value.mean()
-        for column, metric in [("answer accuracy at 8W", JUDGE), ("HELMET metric at 8W", None)]
-    }
-    table = pd.DataFrame(ours)
+    if t.empty:  # stage 2 not run (the plan): the paper's column alone
+        ours = {}
+    else:
+        ours = {
+            column: suite_values(t, W, metric, **select).groupby("arm", sort=False).value.mean()
+            for column, metric in [
+                ("answer accuracy at 8W", JUDGE),
+                ("HELMET metric at 8W", None),
+            ]
+        }
+    table = pd.DataFrame(ours, index=[CONTINUE, SWITCH] if t.empty else None)
     paper = dict(zip([CONTINUE, SWITCH], TABLE_7.values(), strict=True))
     table["paper (Recall/RAG/Re-rank/ICL at 64K)"] = pd.Series(paper)
     return table

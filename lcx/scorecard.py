@@ -78,12 +78,20 @@ def judge_part(part, result, gate=None) -> dict:
 class Scorecard:
     """Rows of one chapter; ``save`` writes ``scorecard.json`` beside the chapter's metrics."""
 
-    def __init__(self, chapter: str, profile: str, base_gate: tuple[bool, str] | None = None):
+    def __init__(
+        self,
+        chapter: str,
+        profile: str,
+        base_gate: tuple[bool, str] | None = None,
+        plan: dict | None = None,
+    ):
         """``base_gate``: ``(passed, reason)`` of the base model every run of the chapter starts
         from (:func:`lcx.pretrained.base_gate`); when it failed, every empirical part that
-        measures a trained model (``Part.on_base``) is not testable, with its reason."""
+        measures a trained model (``Part.on_base``) is not testable, with its reason. ``plan``:
+        the runs' plan (:func:`lcx.plan.load`); a part it put out of reach and that was not run
+        says so with the plan's numbers (a part whose arms ran is judged as any other)."""
         self.chapter, self.profile, self.rows = chapter, profile, []
-        self.base_gate = base_gate
+        self.base_gate, self.plan = base_gate, plan
 
     def _claim(self, claim: str):
         from .claims import CLAIMS  # the registry quotes the paper modules' tables
@@ -122,6 +130,13 @@ class Scorecard:
             raise ValueError(
                 f"{claim}: results for parts {names}; missing {sorted(missing)}, unknown {sorted(extra)}"
             )
+        from .plan import out_of_reach  # the plan reads the registry, which the modules fill
+
+        out = out_of_reach(self.plan, claim)
+        results = {
+            k: f"{out[k]}; {v}" if isinstance(v, str) and k in out and v not in out[k] else v
+            for k, v in results.items()
+        }
         parts = [judge_part(p, results[p.name], self._gate(p, gates)) for p in stated.parts]
         empirical = [e["verdict"] for e in parts if e["kind"] == "empirical"]
         arithmetic = [e["holds"] for e in parts if e["kind"] == "arithmetic"]

@@ -141,10 +141,34 @@ def recipes(profile: str, W: int) -> tuple[train.Recipe, train.Recipe, dict]:
     return phase1, phase2, finetune
 
 
-def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
+SKIPPABLE = {  # what the plan can leave out of the chapter (skipped), in words
+    "control": "the control runs at W (T2)",
+    "qa": "T4's fine-tune on multi-document QA and its evaluation",
+}
+
+
+def skipped(plan) -> dict:
+    """What the runs' plan (:func:`lcx.plan.skipped`) leaves out of this chapter: ``"control"``
+    (T2's control runs, when only out-of-reach parts use its arm) and ``"qa"`` (T4's fine-tune on
+    multi-document QA and T4's evaluation, when every arm of T4 is used only by out-of-reach
+    parts), each -> the reason. Without a plan, nothing."""
+    from . import plan as plans
+
+    out = {}
+    t2 = plans.skipped(plan, ["T2"])
+    if CONTROL in t2:
+        out["control"] = t2[CONTROL]
+    t4 = plans.skipped(plan, ["T4"])
+    if all(arm in t4 for part in CLAIMS["T4"].parts for arm in part.arms):
+        out["qa"] = t4[FINE_TUNED]
+    return out
+
+
+def extend(ch, phase1, phase2, finetune, seed: int, tasks=FINETUNE_TASKS) -> dict:
     """One seed's runs (folders): PI x8 on the base model, phase 1, phase 2 ("Extending LLaMA-2
-    to 32K context"), then phase 2 fine-tuned on each of :data:`FINETUNE_TASKS` ("Building
-    long-context applications via fine-tuning"; loss on the answers, training documents)."""
+    to 32K context"), then phase 2 fine-tuned on each of ``tasks`` (of :data:`FINETUNE_TASKS`;
+    "Building long-context applications via fine-tuning"; loss on the answers, training
+    documents)."""
     L, profile, tokens, tokenizer = 8 * ch.W, ch.profile, ch.tokens, ch.tokenizer
     r1 = train.run(
         models.with_rope(ch.base_net, method="linear", factor=FACTOR),
@@ -164,7 +188,7 @@ def extend(ch, phase1, phase2, finetune, seed: int) -> dict:
     )
     pool = evaluate.pool(tokenizer, tokens, "train")
     runs = {"phase1": r1, "phase2": r2}
-    for task in FINETUNE_TASKS:
+    for task in tasks:
         rec = train.Recipe(
             seq_len=L,
             **finetune,
@@ -337,10 +361,11 @@ def at_length(windows: dict, length: int) -> pd.DataFrame:
     return verdicts.table({key: _nats_per_byte(frame, length) for key, frame in windows.items()})
 
 
-def perplexity_results(windows: dict, W: int) -> dict:
+def perplexity_results(windows: dict, W: int, no_control: str = "the control was not run") -> dict:
     """T1's and T2's parts from per-window perplexity (``windows``: (arm, seed) -> rows, as
     :func:`perplexity_models` names them): the PI-trained model and the base at ``8W`` against
-    ``W``, and the PI-trained model against the control at ``W/2`` (the post's 2K)."""
+    ``W``, and the PI-trained model against the control at ``W/2`` (the post's 2K; without a
+    control, T2's part is ``no_control``, the reason)."""
     lengths = {"8W": FACTOR * W, "W": W}
     of = lambda arm: {s: f for (a, s), f in windows.items() if a == arm}  # noqa: E731
     base = {0 if s is None else s: f for s, f in of(BASE_FULL).items()}
@@ -350,7 +375,11 @@ def perplexity_results(windows: dict, W: int) -> dict:
             "PI model falls": by_length(of(PI), lengths),
             "base rises": by_length(base, lengths),
         },
-        "T2": {"kept vs control": at_length(short, W // 2)},
+        "T2": {
+            "kept vs control": at_length(short, W // 2)
+            if any(arm == CONTROL for arm, _ in short)
+            else no_control
+        },
     }
 
 

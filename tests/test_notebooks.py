@@ -280,3 +280,35 @@ def test_a_papermill_run_publishes_its_results_with_the_parameters_it_was_given(
     marker = json.loads((folder / "run.json").read_text())
     assert marker["parameters"] == {"knob": 3} and marker["profile"] == "tiny"
     assert not list((tmp_path / "results" / "tiny").glob(".*"))
+
+
+@pytest.mark.slow  # a papermill kernel per chapter, 20-40 s each on tiny
+@pytest.mark.parametrize("chapter", ["03_together_pi", "04_llama2_long_abf", "06_prolong"])
+def test_a_chapter_under_the_cpu_plan_skips_the_runs_it_leaves_out(chapter, tmp_path):
+    """The tiny chapters with cpu's plan (lcx/plans/cpu.json, -p planned cpu): the branches that
+    skip runs are run, and every part the plan left without results says so with its numbers."""
+    from lcx import plan
+
+    env = {**os.environ, "LCX_RESULTS": str(tmp_path / "results")}
+    path = ROOT / "notebooks" / f"{chapter}.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(path), str(tmp_path / "out.ipynb")]
+    cmd += ["-p", "profile", "tiny", "-p", "planned", "cpu", "--cwd", str(path.parent)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((tmp_path / "results" / "tiny" / chapter / "scorecard.json").read_text())
+    cpu = plan.load("cpu")
+    left = [
+        (row["claim"], part["part"])
+        for row in card["rows"]
+        for part in row["parts"]
+        if str(part.get("reason", "")).startswith("out of reach by the plan")
+    ]
+    expected = {
+        (row["claim"], part["part"])
+        for row in card["rows"]
+        for part in row["parts"]
+        if part["part"] in plan.out_of_reach(cpu, row["claim"]) and "effect" not in part
+    }
+    assert left and set(left) <= expected
+    metrics = json.loads((tmp_path / "results" / "tiny" / chapter / "metrics.json").read_text())
+    assert metrics["plan"] == {"commit": cpu["commit"], "seeds": cpu["seeds"]}
