@@ -7,10 +7,11 @@ argument forces one, so tests can run every available path on the same input (as
 
 Document masking (ProLong §A.3, Table 20): several documents packed into one sequence attend only
 within themselves when their ``position_ids`` restart at 0 at each document. transformers 5 derives
-a block-causal mask (or FlashAttention's varlen boundaries) from those resets, but only when the
-forward runs with ``use_cache=False`` and *no* 2D attention mask: with the default cache, or a mask
-of ones, documents silently attend across boundaries. :func:`packed_inputs` builds inputs that
-avoid both pitfalls.
+a block-causal mask from those resets (for FlashAttention, varlen boundaries, but only for a batch
+of one row), and only when the forward runs with ``use_cache=False`` and *no* 2D attention mask:
+with the default cache, or a mask of ones, documents silently attend across boundaries.
+:func:`packed_inputs` builds inputs that avoid these pitfalls (for FlashAttention it passes the
+boundaries itself).
 """
 
 from __future__ import annotations
@@ -64,19 +65,37 @@ def position_ids(doc_lengths: list[int], document_masking: bool = True) -> torch
 
 
 def packed_inputs(
-    input_ids: torch.Tensor, pos_ids: torch.Tensor, seq_lengths: bool = False
+    input_ids: torch.Tensor,
+    pos_ids: torch.Tensor,
+    seq_lengths: bool = False,
+    boundaries: bool = False,
 ) -> dict:
     """Forward kwargs for a packed batch: position ids, no attention mask, and no KV cache.
 
     ``seq_lengths``: also ``packed_seq_lengths``, the length of every document of every row in
     order (int32), which is how Unsloth's own forward learns where packed documents end (it builds
-    its block-causal mask from them, not from position resets)."""
+    its block-causal mask from them, not from position resets).
+
+    ``boundaries``: also FlashAttention's varlen keywords (``cu_seq_lens_q/k``: where each
+    document of every row starts in the flattened batch, int32; ``max_length_q/k``: the longest
+    document). transformers reads position-id resets as packed documents for FlashAttention only
+    when the batch has one row (``_is_packed_sequence``); with more rows, and without these, the
+    documents of a row attend to each other. SDPA, eager and :data:`VARLEN` find the documents from
+    the resets at any batch size."""
     out = {"input_ids": input_ids, "position_ids": pos_ids, "use_cache": False}
+    spans = [[*document_spans(row)] for row in pos_ids] if seq_lengths or boundaries else []
     if seq_lengths:
-        lengths = [e - s for row in pos_ids for s, e in document_spans(row)]
+        lengths = [e - s for row in spans for s, e in row]
         out["packed_seq_lengths"] = torch.tensor(
             lengths, dtype=torch.int32, device=input_ids.device
         )
+    if boundaries:
+        width = pos_ids.shape[-1]
+        starts = [b * width + s for b, row in enumerate(spans) for s, _ in row]
+        cu = torch.tensor([*starts, len(spans) * width], dtype=torch.int32, device=input_ids.device)
+        longest = max(e - s for row in spans for s, e in row)
+        out |= {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu}
+        out |= {"max_length_q": longest, "max_length_k": longest}
     return out
 
 

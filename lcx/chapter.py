@@ -111,7 +111,7 @@ def setup(
     base_net, _, base_runs = pretrained.base_model(profile, base_name, 0)
     tokenizer, tokens = pretrained.corpus_tokens(profile, base_name)
     ref = pretrained.ref(base_name, base_runs)
-    gate = pretrained.base_gate(profile, ref, tokenizer, tokens)
+    gate = pretrained.base_gate(profile, ref, tokenizer, tokens, base_name)
     if not gate["passed"]:
         print(f"base model {base_name!r} failed its gate: {pretrained.gate_reason(gate)}")
     return Chapter(
@@ -119,7 +119,7 @@ def setup(
         profile=profile,
         seeds=seeds,
         out=chapter_dir(name, profile),
-        W=pretrained.window(profile),
+        W=pretrained.window(profile, base_name),
         tokenizer=tokenizer,
         tokens=tokens,
         base_net=base_net,

@@ -395,7 +395,7 @@ def _hub_reader(domain: str, max_docs: int = 20_000):
 
     def read(workdir: Path) -> tuple[list[dict], dict]:
         pinned = hub.pretrained_kwargs(name)  # the commit lcx.hub.REVISIONS pins
-        stream = datasets.load_dataset(name, split="train", streaming=True, **pinned)  # the hub
+        stream = hub.dataset_stream(name)  # the hub, at that commit
         docs = [
             _doc(f"hub-{domain}", domain, str(i), row[field])
             for i, row in zip(range(max_docs), stream, strict=False)
@@ -647,9 +647,7 @@ def ultrachat(seed: int = 0, split: str = "train_sft", name: str = "HuggingFaceH
     """UltraChat's conversations (ProLong's SFT data) as an endless stream of message lists from the
     hub, reshuffled by ``seed`` each epoch (ProLong's 1B SFT tokens are several epochs of it; the
     gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.rows.chat_rows`)."""
-    from datasets import load_dataset
-
-    stream = load_dataset(name, split=split, streaming=True, **hub.pretrained_kwargs(name))
+    stream = hub.dataset_stream(name, split)
     for epoch in itertools.count():
         for row in stream.shuffle(seed=seed + epoch, buffer_size=10_000):
             yield row["messages"]

@@ -61,14 +61,20 @@ def token_nll(
 ) -> torch.Tensor:
     """Per-position next-token NLL (nats), shape ``(n, length - 1)``; position i predicts token i+1."""
     model.eval()
-    out = []
+    out, where = [], _device(model)
     for i in tqdm(range(0, len(batch), batch_size), desc=desc, leave=False, disable=desc is None):
-        x = batch[i : i + batch_size]
+        x = batch[i : i + batch_size].to(where)
         logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
-        out.append(
-            torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
-        )
+        # the logits' device: a model split over GPUs returns them from its last one
+        target = x[:, 1:].to(logits.device)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        out.append(nll.cpu())
     return torch.cat(out)
+
+
+def _device(model) -> torch.device:
+    """Where ``model``'s weights are: its inputs go there (a model on a GPU takes CUDA tensors)."""
+    return next(model.parameters()).device
 
 
 def window_nll_by_length(
@@ -237,7 +243,7 @@ def passkey_rows(
                 seqs = [e.prompt_ids + e.answer_ids for e in chunk]
                 width = max(map(len, seqs))
                 x = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
-                pred = model(input_ids=x, use_cache=False).logits.argmax(-1)
+                pred = model(input_ids=x.to(_device(model)), use_cache=False).logits.argmax(-1)
                 for row, e in enumerate(chunk):
                     start = len(e.prompt_ids)
                     guess = pred[row, start - 1 : start - 1 + len(e.answer_ids)].tolist()
@@ -315,8 +321,8 @@ def greedy(
             ids[row, width - len(prompts[j]) :] = torch.tensor(prompts[j])
             mask[row, width - len(prompts[j]) :] = 1
         gen = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(_device(model)),
+            attention_mask=mask.to(_device(model)),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             use_cache=True,
@@ -674,10 +680,12 @@ def short_nll_rows(model, tokens, bos_id: int, max_len: int, pack: int = 8) -> p
     out = []
     with torch.no_grad():
         for row in tqdm(rows, desc="short ppl", leave=False):
-            ids = torch.tensor([[t for doc in row for t in doc]])
+            ids = torch.tensor([[t for doc in row for t in doc]], device=_device(model))
             lengths = [len(doc) for doc in row]
-            logits = model(**packed_inputs(ids, position_ids(lengths)[None])).logits[0, :-1]
-            nll = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:], reduction="none")
+            pos = position_ids(lengths)[None].to(ids.device)
+            logits = model(**packed_inputs(ids, pos)).logits[0, :-1]
+            target = ids[0, 1:].to(logits.device)
+            nll = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
             start = 0  # a document's targets: its own next tokens, not the next document's first
             for n in lengths:
                 doc_nll = nll[start : start + n - 1]
@@ -773,7 +781,9 @@ class Ref:
 
         source = Path(self.source)
         model = (
-            train.load_run(source) if source.is_absolute() else models.load_pretrained(self.source)
+            train.load_run(source, device_map={"": str(models.device())})
+            if source.is_absolute()
+            else models.load_pretrained(self.source)
         )
         if self.rope:
             model = models.with_rope(model, **dict(self.rope))

@@ -70,3 +70,24 @@ def pretrained_kwargs(name_or_path) -> dict:
     ``load_dataset`` take."""
     sha = None if is_local(name_or_path) else revision(str(name_or_path))
     return {} if sha is None else {"revision": sha}
+
+
+# Dataset repositories built by a loading script, which datasets >= 4 refuses to run: their data
+# files are read directly with the packaged builder, at the pinned commit (an hf:// path)
+SCRIPT_DATASETS = {"togethercomputer/RedPajama-Data-1T-Sample": ("json", "*.jsonl")}
+# What a model snapshot leaves out: Meta's own copy of the weights (Llama 3's repositories carry
+# original/consolidated.*.pth beside the safetensors, 16 GB for 8B) that transformers never reads
+SNAPSHOT_IGNORE = ["original/*", "*.pth"]
+
+
+def dataset_stream(name: str, split: str = "train"):
+    """``datasets.load_dataset(name, split=split, streaming=True)`` at the pinned commit; a
+    script-built repository of :data:`SCRIPT_DATASETS` is read from its data files instead."""
+    from datasets import load_dataset
+
+    if name in SCRIPT_DATASETS:
+        builder, pattern = SCRIPT_DATASETS[name]
+        sha = revision(name)
+        files = f"hf://datasets/{name}{'@' + sha if sha else ''}/{pattern}"
+        return load_dataset(builder, data_files=files, split=split, streaming=True)
+    return load_dataset(name, split=split, streaming=True, **pretrained_kwargs(name))

@@ -413,6 +413,11 @@ def merge_lora(model, trained, lora: dict):
     return full.merge_and_unload()
 
 
+def device() -> torch.device:
+    """Where models run: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_pretrained(
     name_or_path: str,
     method: str | None = None,
@@ -421,9 +426,11 @@ def load_pretrained(
     dtype=None,
     attn_implementation: str | None = None,
     load_in_4bit: bool = False,
+    device_map=None,
     **rope_kw,
 ):
-    """A checkpoint by hub name or local folder, with an optional RoPE recipe and 4-bit NF4 weights.
+    """A checkpoint by hub name or local folder, with an optional RoPE recipe and 4-bit NF4 weights,
+    placed by ``device_map`` (None: all of it on :func:`device`).
 
     The RoPE change goes into the config before loading, so the weights load unchanged into a model
     with the new frequencies. ``bitsandbytes`` is imported only when ``load_in_4bit`` is set. A hub
@@ -438,6 +445,7 @@ def load_pretrained(
     kwargs = {
         "config": config,
         "attn_implementation": attention.implementation(attn_implementation),
+        "device_map": {"": str(device())} if device_map is None else device_map,
         **pinned,
     }
     if dtype is not None:
@@ -516,7 +524,13 @@ def unsloth_model(
     if not source.is_dir():
         from huggingface_hub import snapshot_download
 
-        source = Path(snapshot_download(name_or_path, **hub.pretrained_kwargs(name_or_path)))
+        source = Path(
+            snapshot_download(
+                name_or_path,
+                ignore_patterns=hub.SNAPSHOT_IGNORE,
+                **hub.pretrained_kwargs(name_or_path),
+            )
+        )
     folder = Path(tempfile.mkdtemp(prefix="lcx-unsloth-"))
     for item in source.iterdir():
         if item.name != "config.json":

@@ -125,8 +125,13 @@ GATE_SUITE_N = {"tiny": 2, "cpu": 40, "gpu": 40}
 GATE_WINDOWS = {"tiny": 8, "cpu": 1024, "gpu": 96}
 
 
-def window(profile: str) -> int:
-    return pick(profile, tiny=SETUP["tiny"]["window"], cpu=SETUP["cpu"]["window"], gpu=4096)
+def window(profile: str, name: str = "llama2") -> int:
+    """The native window W of base model ``name`` on ``profile``: the stand-ins' on tiny and cpu
+    (every stand-in is trained at the same W), the released model's on gpu (Llama 2's 4,096,
+    Llama 3's 8,192), which the chapters' lengths are multiples of."""
+    if profile in ("gpu", "paper"):
+        return BASES[name].paper_window
+    return pick(profile, tiny=SETUP["tiny"]["window"], cpu=SETUP["cpu"]["window"])
 
 
 def head_dim(profile: str) -> int:
@@ -236,10 +241,10 @@ def attempts(profile: str, name: str = "llama2", seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _gate_passkey(profile: str, ref: evaluate.Ref, tokenizer):
+def _gate_passkey(profile: str, ref: evaluate.Ref, tokenizer, name: str = "llama2"):
     """The gate's passkey examples at W (:func:`lcx.evaluate.passkey_examples`, cached)."""
     return evaluate.passkey_examples(
-        ref, tokenizer, [window(profile)], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
+        ref, tokenizer, [window(profile, name)], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
     )
 
 
@@ -432,7 +437,7 @@ def kept(g: dict | None, task_names) -> tuple[list[str], str]:
     return out, dropped
 
 
-def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens) -> dict:
+def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens, name: str = "llama2") -> dict:
     """:func:`gate` of the base model ``ref`` on ``profile`` from its cached evaluations at W:
     passkey (every depth of :data:`GATE_DEPTHS`), far context and the probe suite, with the
     profile's sample sizes (:data:`GATE_PASSKEY_N`, :data:`GATE_SUITE_N`, :data:`GATE_WINDOWS`).
@@ -440,8 +445,8 @@ def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens) -> dict:
     (:func:`lcx.chapter.setup`)."""
     from . import tasks
 
-    W = window(profile)
-    passkey = _gate_passkey(profile, ref, tokenizer)
+    W = window(profile, name)
+    passkey = _gate_passkey(profile, ref, tokenizer, name)
     far = evaluate.far_context(ref, tokenizer, tokens, W, pick(profile, **GATE_WINDOWS))
     suite = evaluate.suite_examples(
         ref, tokenizer, tokens, tasks.PROBES, [W], pick(profile, **GATE_SUITE_N)
@@ -456,7 +461,9 @@ def gates(profile: str, names, seed: int = 0) -> dict:
     out = {}
     for name in names:
         tokenizer, tokens = corpus_tokens(profile, name)
-        out[name] = base_gate(profile, ref(name, base_runs(profile, name, seed)), tokenizer, tokens)
+        out[name] = base_gate(
+            profile, ref(name, base_runs(profile, name, seed)), tokenizer, tokens, name
+        )
     return out
 
 

@@ -14,6 +14,7 @@ to a work folder keyed the same way, so a run killed mid-way resumes from its la
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -181,11 +182,9 @@ class LcxTrainer(Trainer):
         """The loss weight of the whole optimizer step (every micro-batch, every device): each
         micro-batch's weighted loss sum is divided by it, so the step's loss is the token average
         over the step however it is split (ProLong's token-averaged loss), not a mean of
-        micro-batch means."""
-        total = sum(
-            (b["loss_weights"][:, 1:] * (b["labels"][:, 1:] != row_builders.IGNORE)).sum()
-            for b in batch_samples
-        ).to(device)
+        micro-batch means. Under sequence parallelism each rank counts its shard
+        (:func:`targets`), and the ranks' counts add up to the whole sequences'."""
+        total = sum(targets(b)[1].sum() for b in batch_samples).to(device)
         if self.args.world_size > 1:
             total = self.accelerator.gather(total).sum()
         return total
@@ -201,14 +200,21 @@ class LcxTrainer(Trainer):
         return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels, weights = inputs.pop("labels"), inputs.pop("loss_weights")
+        target, w = targets(inputs)
+        sharded = "shift_labels" in inputs  # DeepSpeed-Ulysses: this rank's shard of each row
+        # FlashAttention sees a packed batch of several rows as packed only through explicit
+        # boundaries; under Ulysses the shard's boundaries are not the gathered row's, and FA's
+        # position-id path (one row per micro-batch, parallel_arguments) keeps documents apart
+        flash = not sharded and str(model.config._attn_implementation).startswith("flash")
         outputs = model(
             **attention.packed_inputs(
-                inputs["input_ids"], inputs["position_ids"], seq_lengths=self.unsloth_documents
+                inputs["input_ids"],
+                inputs["position_ids"],
+                seq_lengths=self.unsloth_documents,
+                boundaries=flash,
             )
         )
-        logits = outputs.logits[:, :-1].float()
-        target, w = labels[:, 1:], weights[:, 1:] * (labels[:, 1:] != row_builders.IGNORE)
+        logits = outputs.logits.float() if sharded else outputs.logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)), target.reshape(-1).clamp(min=0), reduction="none"
         )
@@ -217,6 +223,32 @@ class LcxTrainer(Trainer):
         if num_items_in_batch is not None and self.args.world_size > 1:
             loss = loss * self.args.world_size  # data parallelism averages the ranks' gradients
         return (loss, outputs) if return_outputs else loss
+
+
+def targets(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(target, weight)`` of every predicted position of a micro-batch: the next token and its
+    loss weight (0 where the label is ignored). A row predicts its own tokens 1.. from positions
+    ..L-1; under DeepSpeed-Ulysses the data loader's adapter has replaced ``labels`` by
+    ``shift_labels`` (shifted before the row was cut into shards, so a shard's last position
+    predicts the next shard's first token), and the collator's ``shift_loss_weights``
+    (:func:`collate`) is shifted the same way, so every position of the shard is predicted."""
+    if "shift_labels" in batch:
+        target = batch["shift_labels"]
+        return target, batch["shift_loss_weights"] * (target != row_builders.IGNORE)
+    labels = batch["labels"][:, 1:]
+    return labels, batch["loss_weights"][:, 1:] * (labels != row_builders.IGNORE)
+
+
+def collate(rows: list[dict], shifted: bool = False) -> dict:
+    """The rows' tensors stacked, keys as they are (``default_data_collator``); ``shifted``
+    (sequence parallelism) adds ``shift_loss_weights``: each position's weight for the next token,
+    0 at the end, built before the Ulysses adapter shards the rows alongside its
+    ``shift_labels``."""
+    batch = default_data_collator(rows)
+    if shifted:
+        w = batch["loss_weights"]
+        batch["shift_loss_weights"] = torch.nn.functional.pad(w[:, 1:], (0, 1))
+    return batch
 
 
 def _check_unsloth_packing() -> None:
@@ -251,11 +283,25 @@ def data_parallel_size(recipe: Recipe | None = None) -> int:
     return processes(recipe) // int((recipe.parallel or {}).get("sp_size", 1) if recipe else 1)
 
 
-def parallel_arguments(recipe: Recipe) -> dict:
+# The kernels DeepSpeed-Ulysses wraps (accelerate's DeepSpeedSequenceParallelConfig and DeepSpeed's
+# UlyssesSPAttentionHF accept these, and refuse eager, flex and custom names such as lcx_varlen)
+SP_ATTENTION = ("flash_attention_2", "flash_attention_3", "sdpa")
+
+
+def parallel_arguments(recipe: Recipe, attn: str | None = None) -> dict:
     """``TrainingArguments`` keywords for ``recipe.parallel``: FSDP2 sharding one Llama block per
     unit (activation checkpointing inside FSDP, as transformers advises), and accelerate's
     ``ParallelismConfig`` for DeepSpeed-Ulysses sequence parallelism (with a ZeRO-3 DeepSpeed
-    config, which Ulysses runs under)."""
+    config, which Ulysses runs under).
+
+    Under Ulysses, ``attn`` is the model's attention (``config._attn_implementation``): accelerate
+    leaves the handler's ``sp_attn_implementation`` at None unless told, which DeepSpeed refuses,
+    and DeepSpeed >= 0.19 also refuses one that differs from the model's. Ulysses drops any tensor
+    mask and all-gathers the position ids, so packed documents stay apart only through
+    FlashAttention's position-id path with one row per micro-batch: document masking under Ulysses
+    needs ``flash_attention_2``/``3`` and ``micro_rows=1``. ZeRO-3 gathers the 16-bit weights when
+    the model is saved (``stage3_gather_16bit_weights_on_model_save``); without it ``save_model``
+    writes no ``model.safetensors`` and the run's model cannot be loaded."""
     p = dict(recipe.parallel or {})
     unknown = set(p) - set(PARALLEL_KEYS)
     if unknown:
@@ -275,11 +321,24 @@ def parallel_arguments(recipe: Recipe) -> dict:
             "state_dict_type": "FULL_STATE_DICT",  # save_model writes one HF checkpoint
         }
     if sp > 1:
-        from accelerate.utils import ParallelismConfig
+        from accelerate.utils import DeepSpeedSequenceParallelConfig, ParallelismConfig
 
-        kw["parallelism_config"] = ParallelismConfig(sp_size=sp, sp_backend="deepspeed")
+        attn = attn or attention.implementation()
+        if attn not in SP_ATTENTION:
+            raise ValueError(
+                f"sequence parallelism (sp_size={sp}) wraps one of {SP_ATTENTION}, not {attn!r}"
+            )
+        if recipe.document_masking and (attn == "sdpa" or recipe.micro_rows != 1):
+            raise ValueError(
+                "document masking under sequence parallelism needs FlashAttention and micro_rows=1 "
+                f"(got {attn!r}, micro_rows={recipe.micro_rows}): Ulysses drops the block mask"
+            )
+        handler = DeepSpeedSequenceParallelConfig(sp_attn_implementation=attn)
+        kw["parallelism_config"] = ParallelismConfig(
+            sp_size=sp, sp_backend="deepspeed", sp_handler=handler
+        )
         kw["deepspeed"] = {
-            "zero_optimization": {"stage": 3},
+            "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
             "bf16": {"enabled": recipe.bf16},
             "train_micro_batch_size_per_gpu": "auto",
             "gradient_accumulation_steps": "auto",
@@ -288,11 +347,24 @@ def parallel_arguments(recipe: Recipe) -> dict:
     return kw
 
 
-def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
-    """The recipe as ``TrainingArguments`` (the row count per step is ``batch_tokens / seq_len``)."""
+# transformers >= 5.19 names the switch activation_checkpointing (gradient_checkpointing stays as a
+# deprecated alias that warns on every run); 5.17 and 5.18, which Unsloth pins, have only
+# gradient_checkpointing and refuse the new keyword
+CHECKPOINTING = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+    else "gradient_checkpointing"
+)
+
+
+def training_arguments(
+    recipe: Recipe, output_dir: Path, attn: str | None = None
+) -> TrainingArguments:
+    """The recipe as ``TrainingArguments`` (the row count per step is ``batch_tokens / seq_len``);
+    ``attn``: the attention the model trains with (:func:`parallel_arguments`)."""
     if recipe.schedule not in SCHEDULES:
         raise ValueError(f"schedule={recipe.schedule!r} is not one of {tuple(SCHEDULES)}")
-    parallel = parallel_arguments(recipe)
+    parallel = parallel_arguments(recipe, attn)
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=recipe.steps,
@@ -311,7 +383,7 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
         max_grad_norm=recipe.grad_clip,
         bf16=recipe.bf16,
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=recipe.gradient_checkpointing and "fsdp" not in parallel,
+        **{CHECKPOINTING: recipe.gradient_checkpointing and "fsdp" not in parallel},
         seed=recipe.seed,
         data_seed=recipe.seed,
         train_sampling_strategy="sequential",  # the rows are already in a seeded order
@@ -427,7 +499,10 @@ def _train_here(model, data, recipe: Recipe, work: Path, out: Path, tokenizer) -
     elif recipe.lora:
         from .models import add_lora, quantize_nf4
 
-        net = add_lora(quantize_nf4(model) if quantize else model, **lora)
+        # QLoRA computes in the recipe's 16-bit type on a GPU (the paper's bf16); bitsandbytes' CPU
+        # path keeps float32, with bf16 autocast around it as for every CPU run
+        compute = torch.bfloat16 if recipe.bf16 and torch.cuda.is_available() else torch.float32
+        net = add_lora(quantize_nf4(model, compute) if quantize else model, **lora)
     trainer = _fit(net, data, recipe, work)
     if recipe.lora and backend == "unsloth":
         # Unsloth's base exists only in 4 bits: its 16-bit merge dequantizes the base and adds
@@ -450,11 +525,12 @@ def _loss_history(trainer) -> list[dict]:
 
 def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
     """Train ``net`` on the rows ``data`` (resuming from ``work``'s last checkpoint)."""
+    sp = int((recipe.parallel or {}).get("sp_size", 1)) > 1
     trainer = LcxTrainer(
         model=net,
-        args=training_arguments(recipe, work),
+        args=training_arguments(recipe, work, net.config._attn_implementation),
         train_dataset=data,
-        data_collator=default_data_collator,  # stacks the rows' tensors, keys as they are
+        data_collator=functools.partial(collate, shifted=sp),
         recipe=recipe,
     )
     _bar_without_loss_table(trainer)
@@ -486,7 +562,7 @@ def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:
 
     spec = work / "launch"
     spec.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(spec / "start")
+    _save_start(model, spec)
     torch.save(list(data), spec / "rows.pt")
     (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
     env = {
@@ -512,11 +588,9 @@ def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:
 def _worker(spec: Path, work: Path, out: Path) -> None:
     """One rank of :func:`_launch`: the same trainer as a one-process run; ``save_model``
     gathers an FSDP model's shards and writes on the main rank only."""
-    from .models import install_xpos
-
     fields = json.loads((spec / "recipe.json").read_text())
     recipe = Recipe(**{**fields, "betas": tuple(fields["betas"])})
-    model = install_xpos(LlamaForCausalLM.from_pretrained(spec / "start"))
+    model = _load_start(spec)
     model.config.use_cache = False
     torch.set_flush_denormal(True)
     trainer = _fit(model, torch.load(spec / "rows.pt", weights_only=True), recipe, work)
@@ -687,10 +761,33 @@ def find_run(name: str) -> Path | None:
     return folder if cache.is_complete(folder) and (folder / "model").is_dir() else None
 
 
-@_quiet_weights
-def load_run(folder: Path, **kw) -> LlamaForCausalLM:
+def _save_start(model, spec: Path) -> None:
+    """The start model of a launched run, for every rank: its weights and config, and its
+    attention beside them (transformers never writes ``_attn_implementation`` into config.json;
+    a rank loading without it would train on SDPA with a dense mask)."""
+    model.save_pretrained(spec / "start")
+    attn = {"attn_implementation": model.config._attn_implementation}
+    (spec / "attention.json").write_text(json.dumps(attn))
+
+
+def _load_start(spec: Path) -> LlamaForCausalLM:
+    """:func:`_save_start`'s model in a rank, with the attention it was saved with (lcx's own
+    kernel registered in this process first: :func:`lcx.attention.implementation`)."""
     from .models import install_xpos
 
+    name = json.loads((spec / "attention.json").read_text())["attn_implementation"]
+    attn = attention.implementation(name) if name in attention.IMPLEMENTATIONS else name
+    return install_xpos(LlamaForCausalLM.from_pretrained(spec / "start", attn_implementation=attn))
+
+
+@_quiet_weights
+def load_run(folder: Path, **kw) -> LlamaForCausalLM:
+    """A run's model. Its attention is not in its saved config (transformers drops it), so it is
+    this machine's choice (:func:`lcx.attention.implementation`) unless ``attn_implementation``
+    is given: FlashAttention-2 on a GPU that has it, not transformers' SDPA default."""
+    from .models import install_xpos
+
+    kw.setdefault("attn_implementation", attention.implementation())
     return install_xpos(LlamaForCausalLM.from_pretrained(Path(folder) / "model", **kw))
 
 

@@ -123,3 +123,53 @@ def test_every_hub_id_lcx_names_is_in_the_table_and_every_pin_is_a_commit_sha():
     assert named == set(hub.REVISIONS)
     pins = [sha for sha in hub.REVISIONS.values() if sha is not None]
     assert pins and all(re.fullmatch(r"[0-9a-f]{40}", sha) for sha in pins)
+
+
+def test_a_script_built_dataset_is_read_from_its_data_files_at_the_pinned_commit(
+    tmp_path, monkeypatch
+):
+    """RedPajama-Data-1T-Sample is built by a loading script, which datasets >= 4 refuses: lcx
+    reads its JSONL files with datasets' json builder through an hf:// path at the pinned commit
+    (here the hf:// folder is mapped onto local files in the repository's layout)."""
+    import json
+
+    import datasets
+
+    name = "togethercomputer/RedPajama-Data-1T-Sample"
+    for part in ("arxiv_sample", "book_sample"):
+        rows = [{"text": f"{part} {i}", "meta": "{}"} for i in range(3)]
+        (tmp_path / f"{part}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "RedPajama-Data-1T-Sample.py").write_text("raise RuntimeError('a script')\n")
+    real, calls = datasets.load_dataset, []
+
+    def load_dataset(path, **kw):
+        calls.append((path, kw))
+        prefix = f"hf://datasets/{name}@{hub.REVISIONS[name]}/"
+        assert kw["data_files"].startswith(prefix)
+        return real(path, **{**kw, "data_files": str(tmp_path / kw["data_files"][len(prefix) :])})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    texts = sorted(row["text"] for row in hub.dataset_stream(name))
+    assert texts == sorted(f"{p} {i}" for p in ("arxiv_sample", "book_sample") for i in range(3))
+    assert calls[0][0] == "json" and calls[0][1]["streaming"] is True
+
+
+def test_a_model_snapshot_leaves_metas_own_weight_copy_out():
+    """Llama 3's repositories carry original/consolidated.*.pth (16 GB for 8B) beside the
+    safetensors; huggingface_hub's own filter, with lcx's patterns, keeps what transformers
+    loads and drops the rest."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = [
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00004.safetensors",
+        "model.safetensors.index.json",
+        "original/consolidated.00.pth",
+        "original/params.json",
+        "original/tokenizer.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    kept = list(filter_repo_objects(files, ignore_patterns=hub.SNAPSHOT_IGNORE))
+    assert kept == [f for f in files if not f.startswith("original/")]

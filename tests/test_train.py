@@ -675,7 +675,7 @@ def test_a_launched_runs_rows_are_loaded_weights_only(tmp_path, monkeypatch):
     turns torch's default off: a rows file carrying a pickled call fails to load, the call not
     made."""
     spec = tmp_path / "launch"
-    models.new_model(models.tiny_config("tiny", 64, 32, 248.0)).save_pretrained(spec / "start")
+    train._save_start(models.new_model(models.tiny_config("tiny", 64, 32, 248.0)), spec)
     recipe = train.Recipe(seq_len=32, tokens=64, batch_tokens=64, lr=1e-3)
     (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
     trace = tmp_path / "the call was made"
@@ -861,7 +861,8 @@ def test_parallel_layouts_become_fsdp_or_sequence_parallel_arguments(tmp_path):
     assert fsdp["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert fsdp["fsdp_config"]["activation_checkpointing"] is True
     sp = train.parallel_arguments(
-        dataclasses.replace(base, parallel={"processes": 8, "sp_size": 8})
+        dataclasses.replace(base, micro_rows=1, parallel={"processes": 8, "sp_size": 8}),
+        "flash_attention_2",  # document masking under Ulysses: FlashAttention, one row a pass
     )
     assert (
         sp["parallelism_config"].sp_size == 8 and sp["parallelism_config"].sp_backend == "deepspeed"
@@ -882,7 +883,8 @@ def test_parallel_layouts_become_fsdp_or_sequence_parallel_arguments(tmp_path):
     sharded = dataclasses.replace(base, micro_rows=1, parallel={"processes": 8, "fsdp": True})
     args = train.training_arguments(sharded, tmp_path)
     assert args.fsdp and args.fsdp_config["version"] == 2
-    assert args.fsdp_config["activation_checkpointing"] and not args.activation_checkpointing
+    assert args.fsdp_config["activation_checkpointing"]
+    assert not getattr(args, train.CHECKPOINTING)  # not both: transformers refuses the pair
     assert args.gradient_accumulation_steps == 1 and args.per_device_train_batch_size == 1
 
 

@@ -1,0 +1,226 @@
+"""What the gpu profile needs from lcx's trainer and evaluation, checked on a CPU (issue 20): the
+keywords of the installed transformers, DeepSpeed-Ulysses' sharded labels, the attention a rank and
+a reloaded run train and score with, FlashAttention's document boundaries for packed batches, the
+weights ZeRO-3 saves, where evaluation puts its inputs, and each base model's window. Runs on the
+project's venv and on the transformers 5.17 venv (make test-transformers-5.17)."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lcx import attention, evaluate, models, pretrained, train
+from lcx import rows as row_builders
+
+
+def test_training_arguments_use_the_checkpointing_keyword_this_transformers_has(tmp_path):
+    """transformers 5.17 (Unsloth's pin) has gradient_checkpointing only; 5.19+ renamed it
+    activation_checkpointing, keeping the old one as a warning alias. Every recipe builds."""
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    recipe = train.Recipe(
+        seq_len=8, tokens=64, batch_tokens=64, lr=1.0, gradient_checkpointing=True
+    )
+    args = train.training_arguments(recipe, tmp_path)
+    assert train.CHECKPOINTING in fields
+    assert getattr(args, train.CHECKPOINTING) is True
+    assert args.gradient_checkpointing is True  # what the Trainer reads, on either version
+
+
+def _rows(n_rows=2, length=12, vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n_rows):
+        ids = torch.randint(3, vocab, (length,), generator=g)
+        labels = ids.clone()
+        labels[:3] = row_builders.IGNORE  # a prompt without loss
+        weights = torch.ones(length)
+        weights[-4:] = 5.0  # an answer weighted up
+        pos = torch.cat([torch.arange(5), torch.arange(length - 5)])  # two documents
+        rows.append(
+            {"input_ids": ids, "labels": labels, "loss_weights": weights, "position_ids": pos}
+        )
+    return rows
+
+
+def _ulysses_shards(batch: dict, sp: int) -> list[dict]:
+    """DeepSpeed's UlyssesSPDataLoaderAdapter.refill (deepspeed/runtime/sequence_parallel/
+    ulysses_sp.py, 0.18.2-0.19.x): labels popped, padded with -100 and shifted into shift_labels,
+    then every (B, L) tensor cut into sp contiguous shards, one per rank."""
+    batch = dict(batch)
+    labels = torch.nn.functional.pad(batch.pop("labels"), (0, 1), value=-100)
+    batch["shift_labels"] = labels[..., 1:].contiguous()
+    chunk = batch["input_ids"].shape[1] // sp
+    return [{k: v[:, chunk * r : chunk * (r + 1)] for k, v in batch.items()} for r in range(sp)]
+
+
+class _ShardModel:
+    """A model whose logits are fixed, full-row logits cut to the shard it is given (what the
+    ranks of an Ulysses model produce together: each its own positions' logits)."""
+
+    def __init__(self, logits):
+        self.logits, self.start = logits, 0
+        self.config = SimpleNamespace(_attn_implementation="sdpa")
+
+    def __call__(self, input_ids, **kw):
+        out = self.logits[:, self.start : self.start + input_ids.shape[1]]
+        return SimpleNamespace(logits=out)
+
+
+def test_ulysses_shards_add_up_to_the_whole_rows_token_averaged_loss():
+    """Under sequence parallelism each rank sees shift_labels (not labels) for its shard; the
+    ranks' weighted losses, each divided by the step's total weight, add up to the loss of the
+    whole rows computed position by position here."""
+    rows = _rows()
+    logits = torch.randn(2, 12, 50, generator=torch.Generator().manual_seed(1))
+    total, weight = 0.0, 0.0  # the reference, one position at a time
+    for b, row in enumerate(rows):
+        for i in range(11):
+            label = int(row["labels"][i + 1])
+            if label == row_builders.IGNORE:
+                continue
+            w = float(row["loss_weights"][i + 1])
+            total += w * -torch.log_softmax(logits[b, i], -1)[label].item()
+            weight += w
+    reference = total / weight
+
+    shards = _ulysses_shards(train.collate(rows, shifted=True), sp=3)
+    one_rank = SimpleNamespace(args=SimpleNamespace(world_size=1), unsloth_documents=False)
+    counted = train.LcxTrainer._get_num_items_in_batch(one_rank, shards, "cpu")
+    assert float(counted) == pytest.approx(weight)  # the shards count every weighted target once
+    model, losses = _ShardModel(logits), []
+    for r, shard in enumerate(shards):
+        model.start = 4 * r
+        losses.append(
+            train.LcxTrainer.compute_loss(one_rank, model, dict(shard), num_items_in_batch=counted)
+        )
+    assert float(sum(losses)) == pytest.approx(reference, rel=1e-5)
+    # and without sequence parallelism the same rows give the same loss in one piece
+    model.start = 0
+    whole = train.collate(rows)
+    assert float(train.LcxTrainer.compute_loss(one_rank, model, whole)) == pytest.approx(
+        reference, rel=1e-5
+    )
+
+
+def test_sequence_parallelism_names_the_models_attention_and_gathers_weights_on_save(tmp_path):
+    """accelerate leaves Ulysses' attention at None unless told (DeepSpeed refuses None, and from
+    0.19 any name but the model's); ZeRO-3 saves no model.safetensors unless it gathers the
+    16-bit weights, which accelerate reads from the DeepSpeed config."""
+    from accelerate.utils.deepspeed import HfDeepSpeedConfig
+
+    base = train.Recipe(seq_len=8, tokens=64, batch_tokens=64, lr=1.0, micro_rows=1)
+    ulysses = dataclasses.replace(base, parallel={"processes": 8, "sp_size": 8})
+    kw = train.parallel_arguments(ulysses, "flash_attention_2")
+    assert kw["parallelism_config"].sp_handler.sp_attn_implementation == "flash_attention_2"
+    ds = HfDeepSpeedConfig(kw["deepspeed"])
+    assert ds.is_zero3() and ds.is_true(
+        "zero_optimization.stage3_gather_16bit_weights_on_model_save"
+    )
+    # Ulysses drops tensor masks: packed documents stay apart only through FlashAttention's
+    # position ids with one row per micro-batch, and it wraps no custom kernel
+    with pytest.raises(ValueError, match="document masking under sequence parallelism"):
+        train.parallel_arguments(ulysses, "sdpa")
+    with pytest.raises(ValueError, match="document masking under sequence parallelism"):
+        train.parallel_arguments(dataclasses.replace(ulysses, micro_rows=2), "flash_attention_2")
+    with pytest.raises(ValueError, match="wraps one of"):
+        train.parallel_arguments(ulysses, attention.VARLEN)
+    unmasked = dataclasses.replace(ulysses, document_masking=False, micro_rows=None)
+    assert train.parallel_arguments(unmasked, "sdpa")["parallelism_config"].sp_enabled
+
+
+def _tiny(attn: str):
+    config = models.tiny_config("tiny", 64, 32, 100.0)
+    config._attn_implementation = attention.implementation(attn)
+    return models.new_model(config, seed=0)
+
+
+def test_a_launched_rank_and_a_reloaded_run_keep_the_attention(tmp_path, monkeypatch):
+    """transformers never saves _attn_implementation in config.json, and from_pretrained without
+    it picks SDPA: the launched ranks get it beside the start model, a reloaded run this
+    machine's choice (lcx.attention.implementation) unless told otherwise."""
+    model = _tiny("eager")
+    train._save_start(model, tmp_path)
+    assert train._load_start(tmp_path).config._attn_implementation == "eager"
+    varlen = _tiny(attention.VARLEN)
+    train._save_start(varlen, tmp_path / "v")
+    assert train._load_start(tmp_path / "v").config._attn_implementation == attention.VARLEN
+    run = tmp_path / "run"
+    model.save_pretrained(run / "model")
+    monkeypatch.setenv("LCX_ATTN", "eager")
+    assert train.load_run(run).config._attn_implementation == "eager"
+    monkeypatch.delenv("LCX_ATTN")
+    assert train.load_run(run).config._attn_implementation == attention.implementation()
+    assert train.load_run(run, attn_implementation="eager").config._attn_implementation == "eager"
+
+
+def test_flash_attention_gets_every_documents_boundaries_in_a_batch_of_rows():
+    """For FlashAttention, transformers reads position-id resets as packed documents only in a
+    batch of one row; lcx passes the varlen boundaries itself, the ones transformers' own helper
+    computes from the same position ids (rows starting at position 0)."""
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    pos = torch.stack(
+        [
+            torch.cat([torch.arange(3), torch.arange(5), torch.arange(2)]),
+            torch.cat([torch.arange(7), torch.arange(3)]),
+        ]
+    )
+    ids = torch.zeros_like(pos)
+    out = attention.packed_inputs(ids, pos, boundaries=True)
+    (cu_q, cu_k), (max_q, max_k) = prepare_fa_kwargs_from_position_ids(pos)
+    assert out["cu_seq_lens_q"].tolist() == cu_q.tolist() == [0, 3, 8, 10, 17, 20]
+    assert out["cu_seq_lens_k"].tolist() == cu_k.tolist()
+    assert out["cu_seq_lens_q"].dtype == torch.int32
+    assert out["max_length_q"] == out["max_length_k"] == int(max_q) == int(max_k) == 7
+    assert "cu_seq_lens_q" not in attention.packed_inputs(ids, pos)  # other kernels: the resets
+
+
+class _Recorder(torch.nn.Module):
+    """A model with its weights on the meta device (a GPU's stand-in here) that records where its
+    inputs were and answers on their device; its generate answers with CPU tokens."""
+
+    def __init__(self, vocab=16):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.empty(1, device="meta"))
+        self.vocab, self.seen = vocab, []
+        self.config = SimpleNamespace(vocab_size=vocab)
+
+    def forward(self, input_ids, **kw):
+        self.seen.append(input_ids.device.type)
+        return SimpleNamespace(
+            logits=torch.zeros(*input_ids.shape, self.vocab, device=input_ids.device)
+        )
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+        self.seen += [input_ids.device.type, attention_mask.device.type]
+        b = input_ids.shape[0]
+        return torch.zeros(b, input_ids.shape[1] + max_new_tokens, dtype=torch.long)
+
+
+def test_evaluation_sends_its_inputs_where_the_model_is():
+    """A model on a GPU takes CUDA tensors: the evaluations move their inputs to the model's
+    device. On the meta device the scores cannot come back (no data), so each evaluation stops
+    there, after its model has seen its inputs on its own device."""
+    model = _Recorder()
+    with pytest.raises(NotImplementedError, match="meta"):
+        evaluate.token_nll(model, torch.randint(0, 16, (3, 6)), batch_size=2)
+    assert model.seen == ["meta"]
+    tokens = {"input_ids": [list(range(3, 12))] * 2, "domain": ["short", "short"]}
+    with pytest.raises((NotImplementedError, RuntimeError), match="meta"):
+        evaluate.short_nll_rows(model, tokens, bos_id=1, max_len=16)
+    assert model.seen == ["meta"] * 2
+    assert evaluate.greedy(model, [[1, 2, 3], [4, 5]], max_new_tokens=2, pad_id=0) == [[0, 0]] * 2
+    assert model.seen == ["meta"] * 4
+
+
+def test_each_base_models_window_on_gpu_is_its_own():
+    """Llama 2 was trained at 4,096 tokens, Llama 3 at 8,192 (its paper's 8K): chapter 05's 10x is
+    81,920 and chapter 06's stage 2 (64x) 524,288 only from Llama 3's own window."""
+    assert pretrained.window("gpu", "llama2") == 4096
+    assert pretrained.window("gpu", "llama3") == 8192
+    assert 10 * pretrained.window("gpu", "llama3") == 81_920
+    assert 64 * pretrained.window("gpu", "llama3") == 524_288
+    assert pretrained.window("cpu", "llama3") == pretrained.window("cpu", "llama2")
