@@ -96,6 +96,7 @@ def recipe(profile: str, W: int) -> train.Recipe:
         document_masking=True,
         bf16=profile != "tiny",
         save_every=50,
+        **train.gpu_layout(profile),
     )
 
 
@@ -271,6 +272,7 @@ def scratch_recipe(profile: str, W: int) -> train.Recipe:
         document_masking=True,
         bf16=profile != "tiny",
         save_every=50,
+        **train.gpu_layout(profile),
     )
 
 
@@ -430,6 +432,7 @@ def sft_recipe(profile: str, W: int) -> train.Recipe:
         min_lr_ratio=0.1,
         bf16=profile != "tiny",
         save_every=50,
+        **train.gpu_layout(profile),
     )
 
 

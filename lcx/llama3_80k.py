@@ -91,6 +91,7 @@ def recipe(profile: str, W: int) -> train.Recipe:
         gradient_checkpointing=True,  # paper: on
         bf16=profile != "tiny",
         save_every=50,
+        micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),  # 8 x 80K a pass: ~170 GB of logits
     )
 
 

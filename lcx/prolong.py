@@ -136,6 +136,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         bf16=profile != "tiny",
         save_every=50,
         micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),  # token-averaged accumulation
+        gradient_checkpointing=pick(profile, tiny=False, cpu=False, gpu=True),  # 64K rows of 8B
         parallel=sharded,
     )
     stage2 = dataclasses.replace(
@@ -158,6 +159,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         bf16=profile != "tiny",
         save_every=50,
         micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),
+        gradient_checkpointing=stage1.gradient_checkpointing,
         parallel=sharded,
     )
     return stage1, stage2, sft

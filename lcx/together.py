@@ -115,6 +115,7 @@ def recipes(profile: str, W: int) -> tuple[train.Recipe, train.Recipe, dict]:
         document_masking=False,
         bf16=bf16,
         save_every=50,
+        **train.gpu_layout(profile),
     )
     phase2 = train.Recipe(
         seq_len=L,
@@ -132,11 +133,13 @@ def recipes(profile: str, W: int) -> tuple[train.Recipe, train.Recipe, dict]:
         document_masking=False,
         bf16=bf16,
         save_every=50,
+        **train.gpu_layout(profile),
     )
     finetune = dict(
         tokens=pick(profile, tiny=L * 2 * 2, cpu=200_000, gpu=50_000_000),
         batch_tokens=phase1.batch_tokens,
         lr=phase1.lr / 2,
+        **train.gpu_layout(profile),
     )
     return phase1, phase2, finetune
 

@@ -347,6 +347,93 @@ def parallel_arguments(recipe: Recipe, attn: str | None = None) -> dict:
     return kw
 
 
+def gpu_layout(profile: str) -> dict:
+    """``Recipe`` fields that fit a full fine-tune of a 7-8B model on gpu: one row per pass (a
+    step's rows accumulate, the loss still token-averaged), activation checkpointing, and every
+    GPU of the machine with FSDP2 (AdamW's states alone are ~112 GB for 7B, more than one GPU
+    holds). On tiny and cpu: one process, the rows of a step in one pass, as before."""
+    if profile not in ("gpu", "paper"):
+        return {"micro_rows": None, "gradient_checkpointing": False, "parallel": None}
+    gpus = max(torch.cuda.device_count(), 1)
+    return {
+        "micro_rows": 1,
+        "gradient_checkpointing": True,
+        "parallel": {"processes": gpus, "fsdp": True},
+    }
+
+
+def device_memory(config, recipe: Recipe) -> dict:
+    """Bytes one device needs for one training pass of ``recipe`` on a model of ``config``, by part
+    (:func:`lcx.budget.memory_plan`: weights, trainable states, activations, logits, ``total``),
+    for the rows of one micro-batch (``micro_rows``, else the device's share of a step) and with
+    the recipe's layout: FSDP2 and ZeRO-3 shard the weights and the trainable states over every
+    rank; Ulysses gives each rank ``seq_len / sp_size`` positions of every row."""
+    from . import budget
+
+    lora, p = recipe.lora or {}, recipe.parallel or {}
+    method = "qlora" if lora.get("quantize") else "lora" if lora else "full"
+    sp = int(p.get("sp_size", 1))
+    rows = recipe.micro_rows or recipe.rows_per_step // data_parallel_size(recipe)
+    plan = budget.memory_plan(
+        config,
+        recipe.seq_len // sp,
+        method,
+        batch=rows,
+        r=lora.get("r", 32),
+        train_embeddings="embed_tokens" in lora.get("modules_to_save", ()),
+        checkpointing=recipe.gradient_checkpointing,
+    )
+    shards = processes(recipe) if p.get("fsdp") or sp > 1 else 1
+    parts = {
+        "weights": plan["weights"] / shards,
+        "trainable": plan["trainable"] / shards,
+        "activations": plan["activations"],
+        "logits": plan["logits"],
+    }
+    return {**parts, "total": sum(parts.values()), "rows": rows}
+
+
+def _memory_fix(part: str, recipe: Recipe, rows: int) -> str:
+    """The setting that shrinks ``part`` of :func:`device_memory` for ``recipe``."""
+    sharded = bool((recipe.parallel or {}).get("fsdp") or (recipe.parallel or {}).get("sp_size"))
+    if rows > 1 and part in ("logits", "activations"):
+        return "micro_rows=1 (gradient accumulation, the loss still token-averaged)"
+    return {
+        "logits": "a loss computed in chunks of positions (not in lcx yet) or sequence "
+        "parallelism (parallel sp_size)",
+        "activations": "gradient_checkpointing=True"
+        if not recipe.gradient_checkpointing
+        else "sequence parallelism (parallel sp_size)",
+        "trainable": "FSDP over more GPUs (parallel processes)"
+        if sharded
+        else "LoRA or QLoRA (Recipe.lora), or FSDP (parallel fsdp)",
+        "weights": "FSDP over more GPUs (parallel processes)"
+        if sharded
+        else "FSDP (parallel fsdp) or a 4-bit base (lora quantize nf4)",
+    }[part]
+
+
+def memory_check(config, recipe: Recipe, capacity: int | None = None) -> dict | None:
+    """:func:`device_memory` against ``capacity`` bytes (None: this machine's first GPU, and no
+    check without one): a recipe that does not fit is refused before anything loads or trains,
+    naming its largest part and the setting that shrinks it. Returns the plan (None unchecked)."""
+    if capacity is None:
+        if not torch.cuda.is_available():
+            return None
+        capacity = torch.cuda.get_device_properties(0).total_memory
+    plan = device_memory(config, recipe)
+    if plan["total"] > capacity:
+        parts = {k: plan[k] for k in ("weights", "trainable", "activations", "logits")}
+        worst = max(parts, key=parts.get)
+        sizes = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items())
+        raise MemoryError(
+            f"{recipe.seq_len} tokens x {plan['rows']} rows per pass needs "
+            f"{plan['total'] / 2**30:.1f} GiB per device ({sizes}) of {capacity / 2**30:.1f}: "
+            f"{worst} overflows; try {_memory_fix(worst, recipe, plan['rows'])}"
+        )
+    return plan
+
+
 # transformers >= 5.19 names the switch activation_checkpointing (gradient_checkpointing stays as a
 # deprecated alias that warns on every run); 5.17 and 5.18, which Unsloth pins, have only
 # gradient_checkpointing and refuse the new keyword
@@ -430,6 +517,7 @@ def run(
             f"{recipe.rows_per_step} rows per step"
         )
     parallel_arguments(recipe)  # a bad layout fails here, not in the launched processes
+    memory_check(model.config, recipe)  # on a GPU: a recipe that cannot fit is refused now
     launch = bool(recipe.parallel) and processes(recipe) > 1
     if launch and recipe.lora:
         raise ValueError("LoRA runs train in one process (QLoRA fits one GPU); drop parallel")

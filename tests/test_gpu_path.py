@@ -224,3 +224,74 @@ def test_each_base_models_window_on_gpu_is_its_own():
     assert 10 * pretrained.window("gpu", "llama3") == 81_920
     assert 64 * pretrained.window("gpu", "llama3") == 524_288
     assert pretrained.window("cpu", "llama3") == pretrained.window("cpu", "llama2")
+
+
+def _eight_gpus(recipe):
+    """The recipe as it is on a machine with eight GPUs (this one has none)."""
+    p = dict(recipe.parallel or {})
+    if p:
+        p["processes"] = 8
+        p = {**p, "sp_size": 8} if "sp_size" in p else p
+    return dataclasses.replace(recipe, parallel=p or None)
+
+
+def test_the_memory_plan_divides_what_fsdp_and_ulysses_shard():
+    """Per device: FSDP2 and ZeRO-3 hold 1/n of the weights and trainable states; Ulysses gives
+    each rank 1/sp of the positions; a micro-batch is micro_rows rows (lcx.budget's plan)."""
+    from lcx import budget
+
+    config = models.paper_config("meta-llama/Llama-2-7b-hf")
+    one = train.Recipe(seq_len=4096, tokens=8 * 4096, batch_tokens=8 * 4096, lr=1.0)
+    whole = budget.memory_plan(config, 4096, "full", batch=8, checkpointing=False)
+    assert train.device_memory(config, one)["total"] == pytest.approx(whole["total"])
+    fsdp = dataclasses.replace(one, micro_rows=1, parallel={"processes": 8, "fsdp": True})
+    plan, per_row = train.device_memory(config, fsdp), budget.memory_plan(config, 4096, "full")
+    assert plan["weights"] == pytest.approx(per_row["weights"] / 8)
+    assert plan["trainable"] == pytest.approx(per_row["trainable"] / 8)
+    assert plan["logits"] == pytest.approx(per_row["logits"]) and plan["rows"] == 1
+    sp = dataclasses.replace(
+        fsdp, parallel={"processes": 8, "sp_size": 8}, gradient_checkpointing=True
+    )
+    assert train.device_memory(config, sp)["logits"] == pytest.approx(per_row["logits"] / 8)
+
+
+def test_a_recipe_that_cannot_fit_is_refused_naming_the_part_and_the_fix():
+    config = models.paper_config("meta-llama/Llama-2-7b-hf")
+    gib = 2**30
+    full = train.Recipe(seq_len=32768, tokens=64 * 32768, batch_tokens=64 * 32768, lr=1.0)
+    with pytest.raises(MemoryError, match="activations overflows; try micro_rows=1"):
+        train.memory_check(config, full, 80 * gib)
+    one_row = dataclasses.replace(full, micro_rows=1)
+    with pytest.raises(MemoryError, match="activations overflows; try gradient_checkpointing"):
+        train.memory_check(config, one_row, 80 * gib)
+    ckpt = dataclasses.replace(one_row, gradient_checkpointing=True)
+    with pytest.raises(MemoryError, match="trainable overflows; try LoRA or QLoRA"):
+        train.memory_check(config, ckpt, 80 * gib)
+    sharded = dataclasses.replace(ckpt, parallel={"processes": 8, "fsdp": True})
+    assert train.memory_check(config, sharded, 80 * gib)["total"] < 80 * gib
+    assert train.memory_check(config, full) is None or torch.cuda.is_available()  # no GPU here
+
+
+def test_the_chapters_gpu_recipes_against_80_gb_gpus():
+    """Chapters 03 and 04 fully fine-tune Llama 2 7B at 32K: with FSDP2 over eight 80 GB GPUs,
+    one row a pass and checkpointing, every run fits. Chapters 05 (QLoRA at 80K, one GPU) and 06
+    (Llama 3 8B at 64K, and 512K over eight ranks) do not fit yet: the logits of Llama 3's 128K
+    vocabulary over 64-80K positions (fp32 copy and gradient) are 84-105 GB by themselves, and lcx
+    has no loss computed in chunks of positions; the check refuses them in seconds, saying so."""
+    from lcx import llama2_long, llama3_80k, prolong, together
+
+    gib = 80 * 2**30
+    llama2 = models.paper_config("meta-llama/Llama-2-7b-hf")
+    llama3 = models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct")
+    W2, W3 = pretrained.window("gpu", "llama2"), pretrained.window("gpu", "llama3")
+    phase1, phase2, finetune = together.recipes("gpu", W2)
+    tuned = train.Recipe(seq_len=8 * W2, **finetune)
+    fits = [phase1, phase2, tuned, llama2_long.recipe("gpu", W2), llama2_long.sft_recipe("gpu", W2)]
+    fits.append(llama2_long.scratch_recipe("gpu", W2))
+    for recipe in fits:
+        plan = train.memory_check(llama2, _eight_gpus(recipe), gib)
+        assert plan["total"] < gib and plan["rows"] == 1
+    stage1, stage2, sft = prolong.recipes("gpu", W3, 8 * W3, 64 * W3, 8)
+    for recipe in (llama3_80k.recipe("gpu", W3), stage1, stage2, sft):
+        with pytest.raises(MemoryError, match="logits overflows; try a loss computed in chunks"):
+            train.memory_check(llama3, recipe, gib)
