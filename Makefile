@@ -148,6 +148,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m lcx.bench --variants
+	$(BIN)/python -m lcx.bench --loss
 
 # The build and the tests' own folders; never anyone's results/ or .cache/lcx.
 clean:

@@ -291,6 +291,7 @@ def _attention_measure(
     method: str = "full",
     checkpointing: bool = False,
     lora_r: int = 8,
+    loss_chunk: int | None = None,
 ) -> dict:
     """The measurement itself, in the current process (see :func:`attention_step`)."""
     if threads:
@@ -311,6 +312,7 @@ def _attention_measure(
     if checkpointing:  # after quantizing: the 4-bit copy is a new model
         model.gradient_checkpointing_enable({"use_reentrant": False})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss_of = _lcx_loss(model, loss_chunk) if loss_chunk is not None else _hf_loss
     ids = torch.randint(vocab, (batch_rows, seq_len), generator=torch.Generator().manual_seed(0))
     ids = ids.to(dev)
     cuda = dev.type == "cuda"
@@ -336,7 +338,7 @@ def _attention_measure(
             start = time.perf_counter()
         saved = SavedForBackward()
         with saved, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = loss_of(model, ids)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -361,6 +363,59 @@ def _attention_measure(
         "memory": source,
         "device": str(dev),
     }
+
+
+def _hf_loss(model, ids):
+    return model(input_ids=ids, labels=ids).loss
+
+
+def _lcx_loss(model, chunk: int):
+    """The loss as lcx's trainer computes it (:meth:`lcx.train.LcxTrainer.compute_loss`), over
+    the whole logits (``chunk`` 0) or in pieces of ``chunk`` positions (:class:`lcx.train.
+    ChunkedLoss`)."""
+    from types import SimpleNamespace
+
+    from . import train
+
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(world_size=1),
+        unsloth_documents=False,
+        chunked=train.chunk_loss(model, chunk) if chunk else None,
+    )
+
+    def loss_of(model, ids):
+        batch = {
+            "input_ids": ids,
+            "position_ids": torch.arange(ids.shape[1], device=ids.device).expand_as(ids),
+            "labels": ids,
+            "loss_weights": torch.ones(ids.shape, device=ids.device),
+        }
+        return train.LcxTrainer.compute_loss(trainer, model, batch)
+
+    return loss_of
+
+
+def loss_table(size="tiny", seq_len=4096, vocab=32_000, chunks=(0, 1024, 256), steps=3):
+    """Peak memory of a training step with lcx's loss over the whole logits (chunk 0) and in
+    pieces of positions (:class:`lcx.train.ChunkedLoss`), each measured in a fresh process
+    (:func:`attention_step`), beside the logits' share the memory plan counts (10 bytes per
+    position and vocabulary entry: bf16 logits, their fp32 copy and its gradient)."""
+    rows = []
+    for chunk in chunks:
+        r = attention_step(
+            size, seq_len, "sdpa", steps=steps, vocab=vocab, bf16=True, loss_chunk=chunk
+        )
+        planned = 10 * min(chunk or seq_len, seq_len) * vocab / 2**20
+        rows.append(
+            {
+                "loss_chunk": chunk or "whole",
+                "peak_mb": r["peak_mb"],
+                "saved_mb": r["saved_mb"],
+                "tokens_per_s": r["tokens_per_s"],
+                "logits_planned_mb": planned,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _attention_child(conn, kwargs: dict) -> None:
@@ -439,6 +494,7 @@ def attention_step(
     method: str = "full",
     checkpointing: bool = False,
     lora_r: int = 8,
+    loss_chunk: int | None = None,
 ) -> dict:
     """Training throughput and measured peak memory of a tiny Llama with attention ``impl``.
 
@@ -464,6 +520,9 @@ def attention_step(
       from activations kept for backward, attention scores, logits, gradients and AdamW's two
       moment buffers (created lazily at the first step), plus allocator slack. ``peak_rss_mb`` =
       the absolute peak RSS of the child, interpreter and libraries included.
+
+    ``loss_chunk``: None, transformers' loss on ``labels``; else lcx's trainer's loss, whole (0)
+    or in pieces of that many positions (:func:`loss_table`).
 
     ``saved_mb``: what autograd keeps for backward in the last step's forward, counted exactly
     (:class:`SavedForBackward`: parameters included, optimizer state and gradients not). Resident
@@ -495,6 +554,7 @@ def attention_step(
         method=method,
         checkpointing=checkpointing,
         lora_r=lora_r,
+        loss_chunk=loss_chunk,
     )
     if device == "cpu":
         return _measure_in_child(kwargs)
@@ -591,7 +651,16 @@ def main(argv=None) -> None:
         action="store_true",
         help="then: tokens/s of fused AdamW and torch.compile against lcx's step (bf16, at W)",
     )
+    parser.add_argument(
+        "--loss",
+        action="store_true",
+        help="instead: peak memory of a step with the loss over the whole logits and in pieces",
+    )
     args = parser.parse_args(argv)
+    if args.loss:
+        table = loss_table()
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.0f}"), flush=True)
+        return
     if args.attention:
         for size in args.sizes:
             table = attention_table(

@@ -92,6 +92,8 @@ def recipe(profile: str, W: int) -> train.Recipe:
         bf16=profile != "tiny",
         save_every=50,
         micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),  # 8 x 80K a pass: ~170 GB of logits
+        # the loss in pieces of positions: 80K x 128K logits are 105 GB (lcx.train.ChunkedLoss)
+        loss_chunk=pick(profile, tiny=L // 4, cpu=None, gpu=8192),
     )
 
 

@@ -137,6 +137,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         save_every=50,
         micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),  # token-averaged accumulation
         gradient_checkpointing=pick(profile, tiny=False, cpu=False, gpu=True),  # 64K rows of 8B
+        loss_chunk=pick(profile, tiny=None, cpu=None, gpu=8192),  # 64K x 128K logits: 84 GB
         parallel=sharded,
     )
     stage2 = dataclasses.replace(
@@ -160,6 +161,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         save_every=50,
         micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),
         gradient_checkpointing=stage1.gradient_checkpointing,
+        loss_chunk=stage1.loss_chunk,
         parallel=sharded,
     )
     return stage1, stage2, sft

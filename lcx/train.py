@@ -81,6 +81,11 @@ class Recipe:
     # block, and "sp_size": n for DeepSpeed-Ulysses sequence parallelism over n ranks, ProLong's
     # 512K stage). The layout is not part of the run's key: the loss is the same token average.
     parallel: dict | None = None
+    # Positions per piece of the loss (None: the logits of the whole micro-batch at once). The LM
+    # head and the loss run piece by piece and each piece's logits are recomputed in the backward
+    # pass, so a pass holds one piece's logits, not 10 bytes per position and vocabulary entry
+    # (Llama 3's 128K vocabulary at 64K positions: 84 GB). Same loss; not part of the run's key.
+    loss_chunk: int | None = None
 
     @property
     def steps(self) -> int:
@@ -94,7 +99,7 @@ class Recipe:
         config = dataclasses.asdict(self)
         if self.micro_rows is None:  # runs keyed before the field existed keep their keys
             del config["micro_rows"]
-        del config["parallel"]
+        del config["parallel"], config["loss_chunk"]
         return config
 
 
@@ -150,6 +155,59 @@ def lr_schedule(recipe: Recipe) -> Callable[[int], float]:
     return lambda step: float(factor(min(step, total)))
 
 
+def _piece_nll(weight, hidden, target, w):
+    """The weighted NLL sum of one piece of positions (:class:`ChunkedLoss`)."""
+    logits = torch.nn.functional.linear(hidden, weight).float()
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1).clamp(min=0), reduction="none"
+    )
+    return (nll * w.reshape(-1)).sum()
+
+
+class ChunkedLoss(torch.nn.Linear):
+    """A model's LM head that, while :attr:`targets` is set (``(target, weight)`` per position,
+    :meth:`LcxTrainer.compute_loss`), returns the weighted NLL sum of its positions instead of their
+    logits, computed ``chunk`` positions at a time with each piece's logits recomputed in the
+    backward pass (``torch.utils.checkpoint``). It shares the head's weight (the same parameter,
+    saved under the same name), and runs inside the model's forward, where FSDP has gathered it.
+    Without targets it is the plain head (evaluation, generation)."""
+
+    def __init__(self, head: torch.nn.Linear, chunk: int):
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = head.in_features, head.out_features
+        self.weight = head.weight
+        self.register_parameter("bias", head.bias)
+        self.chunk, self.targets = chunk, None
+
+    def forward(self, hidden):
+        if self.targets is None:
+            return super().forward(hidden)
+        if self.bias is not None:
+            raise ValueError("a chunked loss needs an LM head without bias (Llama has none)")
+        target, w = self.targets
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for s in range(0, hidden.shape[1], self.chunk):
+            piece = slice(s, s + self.chunk)
+            total = total + torch.utils.checkpoint.checkpoint(
+                _piece_nll,
+                self.weight,
+                hidden[:, piece],
+                target[:, piece],
+                w[:, piece],
+                use_reentrant=False,
+            )
+        return total.reshape(1, 1, 1)
+
+
+def chunk_loss(net, chunk: int) -> ChunkedLoss:
+    """Put a :class:`ChunkedLoss` in place of ``net``'s LM head (through a peft wrapper);
+    returns it. The model's state dict and saved checkpoints are unchanged."""
+    model = net.get_base_model() if hasattr(net, "get_base_model") else net
+    if not isinstance(model.lm_head, ChunkedLoss):
+        model.lm_head = ChunkedLoss(model.lm_head, chunk)
+    return model.lm_head
+
+
 class LcxTrainer(Trainer):
     """``Trainer`` with a token-averaged, weighted loss and packed inputs kept apart (no KV cache).
 
@@ -160,6 +218,8 @@ class LcxTrainer(Trainer):
     def __init__(self, *args, recipe: Recipe | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
+        # the model's ChunkedLoss head, when the recipe computes the loss in pieces (chunk_loss)
+        self.chunked = next((m for m in self.model.modules() if isinstance(m, ChunkedLoss)), None)
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weight
         # Unsloth's forward ignores position resets: it is told the document lengths instead
         self.unsloth_documents = bool(
@@ -206,20 +266,35 @@ class LcxTrainer(Trainer):
         # boundaries; under Ulysses the shard's boundaries are not the gathered row's, and FA's
         # position-id path (one row per micro-batch, parallel_arguments) keeps documents apart
         flash = not sharded and str(model.config._attn_implementation).startswith("flash")
-        outputs = model(
-            **attention.packed_inputs(
-                inputs["input_ids"],
-                inputs["position_ids"],
-                seq_lengths=self.unsloth_documents,
-                boundaries=flash,
+        packed = attention.packed_inputs(
+            inputs["input_ids"],
+            inputs["position_ids"],
+            seq_lengths=self.unsloth_documents,
+            boundaries=flash,
+        )
+        head = getattr(self, "chunked", None)
+        if head is not None:  # the head returns the weighted NLL sum, piece by piece
+            pad = 0 if sharded else 1  # the last position of a whole row predicts nothing
+            head.targets = (
+                torch.nn.functional.pad(target, (0, pad), value=row_builders.IGNORE),
+                torch.nn.functional.pad(w, (0, pad)),
             )
-        )
-        logits = outputs.logits.float() if sharded else outputs.logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), target.reshape(-1).clamp(min=0), reduction="none"
-        )
+            try:
+                outputs = model(**packed)
+            finally:
+                head.targets = None
+            total = outputs.logits.reshape(())
+        else:
+            outputs = model(**packed)
+            logits = outputs.logits.float() if sharded else outputs.logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)),
+                target.reshape(-1).clamp(min=0),
+                reduction="none",
+            )
+            total = (nll * w.reshape(-1)).sum()
         weight = w.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = (nll * w.reshape(-1)).sum() / weight.clamp(min=1)
+        loss = total / weight.clamp(min=1)
         if num_items_in_batch is not None and self.args.world_size > 1:
             loss = loss * self.args.world_size  # data parallelism averages the ranks' gradients
         return (loss, outputs) if return_outputs else loss
@@ -384,11 +459,14 @@ def device_memory(config, recipe: Recipe) -> dict:
         checkpointing=recipe.gradient_checkpointing,
     )
     shards = processes(recipe) if p.get("fsdp") or sp > 1 else 1
+    logits = plan["logits"]
+    if recipe.loss_chunk:  # one piece's logits at a time (ChunkedLoss)
+        logits *= min(recipe.loss_chunk, recipe.seq_len // sp) / (recipe.seq_len // sp)
     parts = {
         "weights": plan["weights"] / shards,
         "trainable": plan["trainable"] / shards,
         "activations": plan["activations"],
-        "logits": plan["logits"],
+        "logits": logits,
     }
     return {**parts, "total": sum(parts.values()), "rows": rows}
 
@@ -399,8 +477,9 @@ def _memory_fix(part: str, recipe: Recipe, rows: int) -> str:
     if rows > 1 and part in ("logits", "activations"):
         return "micro_rows=1 (gradient accumulation, the loss still token-averaged)"
     return {
-        "logits": "a loss computed in chunks of positions (not in lcx yet) or sequence "
-        "parallelism (parallel sp_size)",
+        "logits": "a smaller loss_chunk"
+        if recipe.loss_chunk
+        else "loss_chunk (the loss in pieces of positions) or sequence parallelism (sp_size)",
         "activations": "gradient_checkpointing=True"
         if not recipe.gradient_checkpointing
         else "sequence parallelism (parallel sp_size)",
@@ -614,6 +693,10 @@ def _loss_history(trainer) -> list[dict]:
 def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
     """Train ``net`` on the rows ``data`` (resuming from ``work``'s last checkpoint)."""
     sp = int((recipe.parallel or {}).get("sp_size", 1)) > 1
+    if recipe.loss_chunk:
+        if (recipe.lora or {}).get("backend") == "unsloth":
+            raise ValueError("Unsloth computes its own loss: loss_chunk is for the peft backend")
+        chunk_loss(net, recipe.loss_chunk)
     trainer = LcxTrainer(
         model=net,
         args=training_arguments(recipe, work, net.config._attn_implementation),

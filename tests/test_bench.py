@@ -189,3 +189,17 @@ def test_packed_row_times_cover_each_row_and_implementation():
         assert t.documents.tolist() == [len(s) for s in spans]
         assert t.sum_sq.tolist() == [sum((e - s) ** 2 for s, e in sp) for sp in spans]
     assert times.sum_sq.iloc[0] == 20**2 + 30**2 + 10**2 + 4**2  # three documents and the padding
+
+
+def test_the_loss_in_pieces_keeps_no_logits_for_backward(one_thread):
+    """What autograd keeps for the backward pass (counted exactly, SavedForBackward): with the loss
+    over the whole logits, the logits' log-probabilities (seq x vocab, fp32) on top of the
+    model's activations; computed in pieces (lcx.train.ChunkedLoss), none of them. The peak memory
+    itself is `make bench`'s number (bench --loss), not a test."""
+    seq, vocab = 256, 4096
+    whole = bench.attention_step("tiny", seq, "sdpa", steps=2, vocab=vocab, loss_chunk=0)
+    pieces = bench.attention_step("tiny", seq, "sdpa", steps=2, vocab=vocab, loss_chunk=64)
+    hf = bench.attention_step("tiny", seq, "sdpa", steps=2, vocab=vocab)
+    logits_mb = 2 * seq * vocab / 2**20  # at least the logits in 16 bits
+    assert whole["saved_mb"] - pieces["saved_mb"] > logits_mb
+    assert whole["saved_mb"] == pytest.approx(hf["saved_mb"], rel=0.05)  # as transformers' loss
