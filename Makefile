@@ -33,7 +33,7 @@ PAPER_CHAPTERS := $(filter-out $(APPENDIX),$(CHAPTERS))
 EXECUTED := $(foreach c,$(CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
 LCX := $(wildcard lcx/*.py)
 
-.PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench clean
+.PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench gpu-check clean
 help:
 	@echo "make book     run every chapter on PROFILE=$(PROFILE) with papermill and render _build/html"
 	@echo "make test     unit tests + every chapter on the tiny profile (nbmake)"
@@ -42,6 +42,7 @@ help:
 	@echo "make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value' | PARAMS='-f params.yaml']"
 	@echo "make lab      open the chapters in JupyterLab"
 	@echo "make bench    training throughput and MFU of the cpu models (prints numbers; not a test)"
+	@echo "make gpu-check  on a GPU machine: packages, steps at 8K-64K, packing, QLoRA, memory vs plan"
 
 venv: $(STAMP)
 # The venv is installed from the lock: every package at the version the book was built and tested
@@ -149,6 +150,12 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m lcx.bench --variants
 	$(BIN)/python -m lcx.bench --loss
+
+# On a GPU machine, with whatever Python has torch and transformers there (no venv, no network):
+# make gpu-check GPU_PYTHON=python3. It needs none of datasets, pandas, scipy or matplotlib.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py
 
 # The build and the tests' own folders; never anyone's results/ or .cache/lcx.
 clean:

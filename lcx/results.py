@@ -29,8 +29,11 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is made: lcx.train runs without it
+    import pandas as pd
+
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "run.json"  # written last, into a complete run's folder
@@ -348,6 +351,8 @@ def status(profile: str, root: Path | None = None) -> pd.DataFrame:
             if (markers.get(other) or read_marker(base / other) or {}).get("run") != run:
                 reasons.append(f"read results of {other} that have been replaced or removed since")
         rows.append((name, "stale" if reasons else "current", "; ".join(reasons)))
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["chapter", "state", "detail"])
 
 
@@ -369,6 +374,8 @@ def environments(profile: str, root: Path | None = None) -> pd.DataFrame:
         recorded = json.loads(path.read_text()).get("environment") if path.is_file() else None
         if recorded:
             runs[name] = recorded
+    import pandas as pd
+
     table = pd.DataFrame(runs, index=["python", *PACKAGES])
     lock = locked_versions()
     table["lock"] = [lock.get(name) for name in table.index]

@@ -361,3 +361,33 @@ def test_a_run_with_the_loss_in_pieces_trains_the_same_model(tmp_path, monkeypat
         assert bool(pieces) == bool(chunk)  # the pieces ran (6 a row of 16), and only then
     for name, value in finals[None].items():
         torch.testing.assert_close(finals[3][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_gpu_check_runs_on_what_the_gpu_machine_has(tmp_path):
+    """make gpu-check's script, rehearsed at toy sizes (--smoke) in a process where pandas,
+    datasets, scipy and matplotlib cannot be imported (the GPU machine has none of them): it
+    reports the packages, measures its steps and the packing check, and writes its JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    blocked = "import sys\nfor m in ('pandas', 'datasets', 'scipy', 'matplotlib'):\n    sys.modules[m] = None\n"
+    run = f"{blocked}import runpy\nsys.argv = ['gpu_check.py', '--smoke']\nrunpy.run_path('scripts/gpu_check.py', run_name='__main__')\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", run],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["packages"]["torch"] == torch.__version__
+    assert [r["tokens"] for r in report["steps"] if r["method"] == "full"] == [256, 512]
+    assert all(r["tokens_per_s"] > 0 for r in report["steps"])
+    # SDPA reads position-id resets at any batch size: the packed rows score as their documents
+    sdpa = next(r for r in report["packing"] if r["impl"] == "sdpa")
+    assert sdpa["with boundaries"] < 0.05 and sdpa["position ids only"] < 0.05
