@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import bench, budget, evaluate, models, pretrained, tasks, train, verdicts
 from . import rows as row_builders
@@ -272,33 +271,13 @@ def control_recipe(qlora: train.Recipe, W: int) -> train.Recipe:
     return dataclasses.replace(qlora, seq_len=W)
 
 
-def control_rows(rows, W: int) -> list[dict]:
-    """The recipe's rows cut into rows of ``W`` tokens (every row into ``len // W`` pieces, in
-    order): the same tokens and targets, none further than ``W`` from its context. Position ids
-    restart at 0 in each piece (and wherever they restarted before, at a document's start)."""
-    out = []
-    for row in rows:
-        n = len(row["input_ids"])
-        if n % W:
-            raise ValueError(f"a row of {n} tokens does not cut into pieces of {W}")
-        for start in range(0, n, W):
-            piece = {k: v[start : start + W].clone() for k, v in row.items()}
-            pos = piece["position_ids"]
-            starts = torch.ones(W, dtype=torch.bool)  # where a segment starts in the piece
-            starts[1:] = pos[1:] != pos[:-1] + 1
-            first = torch.cummax(torch.where(starts, torch.arange(W), 0), 0).values
-            piece["position_ids"] = torch.arange(W) - first
-            out.append(piece)
-    return out
-
-
 def controls(ch, qlora: train.Recipe, seeds, rows: dict, b0: float) -> dict:
     """The control run of every seed, seed -> folder: the base continued with its own RoPE at
-    ``W`` (:func:`control_recipe`) on that seed's rows cut to ``W`` (:func:`control_rows`)."""
+    ``W`` (:func:`control_recipe`) on that seed's rows cut to ``W`` (:func:`lcx.rows.at_window`)."""
     recipe = control_recipe(qlora, ch.W)
     change = {"method": "default", "base": b0}
     return {
-        seed: extend(ch, recipe, CONTROL, change, seed, control_rows(rows[seed], ch.W))
+        seed: extend(ch, recipe, CONTROL, change, seed, row_builders.at_window(rows[seed], ch.W))
         for seed in seeds
     }
 

@@ -467,6 +467,29 @@ def mix_rows(parts: dict, n: int, seed: int) -> list[dict]:
     return rows
 
 
+def at_window(rows: list[dict], W: int) -> list[dict]:
+    """Training rows cut into rows of ``W`` tokens (every row into ``len // W`` pieces, in order):
+    the same tokens, labels and loss weights, none further than ``W`` from its context. Position
+    ids restart at 0 in each piece and wherever they restarted before (a packed document's start).
+    The controls trained at the native window see exactly the tokens an extension trains on
+    (Together's T2, Llama-3 80K's Q4); a piece's first token has no context before it, so one
+    target in ``W`` is lost at each cut."""
+    out = []
+    for row in rows:
+        n = len(row["input_ids"])
+        if n % W:
+            raise ValueError(f"a row of {n} tokens does not cut into pieces of {W}")
+        for start in range(0, n, W):
+            piece = {k: v[start : start + W].clone() for k, v in row.items()}
+            pos = piece["position_ids"]
+            starts = torch.ones(W, dtype=torch.bool)  # where a segment starts in the piece
+            starts[1:] = pos[1:] != pos[:-1] + 1
+            first = torch.cummax(torch.where(starts, torch.arange(W), 0), 0).values
+            piece["position_ids"] = torch.arange(W) - first
+            out.append(piece)
+    return out
+
+
 def rows_key(rows: list[dict]) -> str:
     """A short hash of rows' content (every tensor's bytes, keys in order): a run trained on
     ready-made rows has it in its cache key."""

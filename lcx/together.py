@@ -284,28 +284,11 @@ def recipe_checks(phase1, phase2, tokens, tokenizer, n: int = 400) -> dict:
     return {name: checks[name] for name in parts}
 
 
-def at_window(rows: list[dict], W: int) -> list[dict]:
-    """Training rows cut into rows of ``W`` tokens: the same tokens, labels and loss weights in the
-    same order, each piece with positions ``0..W-1`` (the control's data: exactly the tokens the
-    extension trains on, seen through the native window). A piece's first token has no context
-    before it, so one target in ``W`` is lost at each cut."""
-    out = []
-    for row in rows:
-        n = len(row["input_ids"])
-        if n % W:
-            raise ValueError(f"a row of {n} tokens does not cut into pieces of {W}")
-        for start in range(0, n, W):
-            piece = {k: v[start : start + W].clone() for k, v in row.items()}
-            piece["position_ids"] = torch.arange(W)
-            out.append(piece)
-    return out
-
-
 def control(ch, phase1, phase2, seed: int) -> dict:
     """The control for "short quality is kept" (T2; issue 18): the base model, RoPE unchanged,
     continued at its native window ``W`` on the same tokens, in the same number of steps and with
     the same learning-rate schedules as :func:`extend`'s two phases (their rows, seed ``seed``,
-    cut into ``W``-token rows by :func:`at_window`). Against it, a change in short-context quality
+    cut into ``W``-token rows by :func:`lcx.rows.at_window`). Against it, a change in short-context quality
     is the effect of training long, not of training more. Returns ``{"control1", "control2"}``."""
     W, tokenizer = ch.W, ch.tokenizer
     runs, start, key = {}, ch.base_ref.load(), ch.base_ref.key
@@ -326,7 +309,7 @@ def control(ch, phase1, phase2, seed: int) -> dict:
             native,
             inputs=[ch.tokens.key, tokenizer.key, key],
             name=f"together-{phase}-{ch.profile}",
-            rows=at_window(rows, W),
+            rows=row_builders.at_window(rows, W),
         )
         runs[phase] = run
         start, key = train.load_run(run), run.name

@@ -96,27 +96,6 @@ def test_row_kind_reads_each_kind_of_row():
     assert llama3_80k.answers_per_row({"loss_weights": w}) == 3
 
 
-def test_control_rows_keep_every_token_and_restart_positions():
-    """A row of three packed documents (5, 7, 4 tokens) cut into pieces of 4: the same tokens,
-    labels and weights in order; each piece's positions start at 0 and restart where a document
-    starts (by hand)."""
-    pos = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3])
-    row = {
-        "input_ids": torch.arange(100, 116),
-        "position_ids": pos,
-        "labels": torch.arange(200, 216),
-        "loss_weights": torch.linspace(0, 1, 16),
-    }
-    pieces = llama3_80k.control_rows([row], 4)
-    assert len(pieces) == 4
-    for key in ("input_ids", "labels", "loss_weights"):
-        assert torch.equal(torch.cat([p[key] for p in pieces]), row[key])
-    want = [[0, 1, 2, 3], [0, 0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3]]
-    assert [p["position_ids"].tolist() for p in pieces] == want
-    with pytest.raises(ValueError):
-        llama3_80k.control_rows([row], 5)
-
-
 def test_control_recipe_has_the_recipes_tokens_and_steps_at_w():
     qlora = llama3_80k.recipe("cpu", 256)
     control = llama3_80k.control_recipe(qlora, 256)

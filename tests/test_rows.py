@@ -273,3 +273,45 @@ def test_chat_template_rows_train_on_every_assistant_message(tiny, monkeypatch):
     assert "France" not in trained and "Italy" not in trained and "user" not in trained
     with pytest.raises(ValueError, match="filled"):
         row_builders.chat_template_rows(iter([chat]), tok, 3, 256)
+
+
+def test_at_window_keeps_every_token_label_and_weight_in_order():
+    """Rows whose positions run on (Together's, no document masking): pieces at 0..W-1."""
+    rows = [
+        {
+            "input_ids": torch.arange(16) + 100 * r,
+            "position_ids": torch.arange(16),
+            "labels": torch.arange(16) + 100 * r,
+            "loss_weights": torch.linspace(0, 1, 16),
+        }
+        for r in range(3)
+    ]
+    pieces = row_builders.at_window(rows, 4)
+    assert len(pieces) == 12
+    for key in ("input_ids", "labels", "loss_weights"):
+        assert torch.equal(torch.cat([p[key] for p in pieces]), torch.cat([r[key] for r in rows]))
+    assert all(p["position_ids"].tolist() == [0, 1, 2, 3] for p in pieces)
+    assert rows[0]["position_ids"].tolist() == list(range(16))  # the input rows are untouched
+    with pytest.raises(ValueError, match="does not cut"):
+        row_builders.at_window(rows, 5)
+
+
+def test_at_window_restarts_positions_where_documents_start():
+    """A row of three packed documents (5, 7, 4 tokens) cut into pieces of 4: the same tokens,
+    labels and weights in order; each piece's positions start at 0 and restart where a document
+    starts (by hand)."""
+    pos = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3])
+    row = {
+        "input_ids": torch.arange(100, 116),
+        "position_ids": pos,
+        "labels": torch.arange(200, 216),
+        "loss_weights": torch.linspace(0, 1, 16),
+    }
+    pieces = row_builders.at_window([row], 4)
+    assert len(pieces) == 4
+    for key in ("input_ids", "labels", "loss_weights"):
+        assert torch.equal(torch.cat([p[key] for p in pieces]), row[key])
+    want = [[0, 1, 2, 3], [0, 0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3]]
+    assert [p["position_ids"].tolist() for p in pieces] == want
+    with pytest.raises(ValueError):
+        row_builders.at_window([row], 5)

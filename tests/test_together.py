@@ -74,29 +74,9 @@ def test_chapter_parameters_fail_with_the_allowed_values():
 # --- T2's control: the extension's tokens through the native window ---------------------------------
 
 
-def test_at_window_keeps_every_token_label_and_weight_in_order():
-    rows = [
-        {
-            "input_ids": torch.arange(16) + 100 * r,
-            "position_ids": torch.arange(16),
-            "labels": torch.arange(16) + 100 * r,
-            "loss_weights": torch.linspace(0, 1, 16),
-        }
-        for r in range(3)
-    ]
-    pieces = together.at_window(rows, 4)
-    assert len(pieces) == 12
-    for key in ("input_ids", "labels", "loss_weights"):
-        assert torch.equal(torch.cat([p[key] for p in pieces]), torch.cat([r[key] for r in rows]))
-    assert all(p["position_ids"].tolist() == [0, 1, 2, 3] for p in pieces)
-    assert rows[0]["position_ids"].tolist() == list(range(16))  # the input rows are untouched
-    with pytest.raises(ValueError, match="does not cut"):
-        together.at_window(rows, 5)
-
-
 @pytest.mark.parametrize("profile", ["tiny", "cpu"])
 def test_the_control_trains_the_same_tokens_in_the_same_steps(profile):
-    """The control's recipe at W takes exactly the rows at_window makes of the extension's rows
+    """The control's recipe at W takes exactly the rows lcx.rows.at_window makes of the extension's rows
     (same tokens, same batch tokens, so the same number of optimizer steps)."""
     W = 128 if profile == "tiny" else 256
     for long in together.recipes(profile, W)[:2]:
