@@ -138,6 +138,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),  # token-averaged accumulation
         gradient_checkpointing=pick(profile, tiny=False, cpu=False, gpu=True),  # 64K rows of 8B
         loss_chunk=pick(profile, tiny=None, cpu=None, gpu=8192),  # 64K x 128K logits: 84 GB
+        stream_rows=profile in ("gpu", "paper"),  # 5B tokens at 64K: ~140 GB of rows
         parallel=sharded,
     )
     stage2 = dataclasses.replace(
@@ -232,16 +233,21 @@ def continued_run(ch, start, recipe, settings: dict, bases: dict, seed: int, nam
     s = {**DEFAULT, "base": "stage 1", **settings}
     base = bases[s["base"]] if isinstance(s["base"], str) else s["base"]
     rec = dataclasses.replace(recipe, seed=seed, document_masking=s["masking"])
-    rows = row_builders.long_short_rows(
-        training_documents(ch.tokens),
-        rec,
-        s["long_share"],
-        rec.steps * rec.rows_per_step,
-        ch.tokenizer.bos_token_id,
-        s["long_mix"],
-        SHORT,
-        ch.tokenizer,
-    )
+    n, parts = rec.steps * rec.rows_per_step, (s["long_share"], s["long_mix"], SHORT)
+    if rec.stream_rows:  # paper scale: made as the trainer reads them, from the split on disk
+        mix = dict(zip(("long_share", "long_mixture", "short_mixture"), parts, strict=True))
+        bos = ch.tokenizer.bos_token_id
+        rows = row_builders.RowStream(ch.tokens["train"], rec, bos, n, ch.tokenizer, mix)
+    else:
+        rows = row_builders.long_short_rows(
+            training_documents(ch.tokens),
+            rec,
+            parts[0],
+            n,
+            ch.tokenizer.bos_token_id,
+            *parts[1:],
+            ch.tokenizer,
+        )
     model = models.with_rope(start, "default", base=base)
     return train.run(
         model, None, ch.tokenizer, rec, inputs=inputs, name=run_name(name, ch.profile), rows=rows

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import random
 from typing import TYPE_CHECKING
 
@@ -51,24 +52,35 @@ IGNORE = -100  # a label that is not a target (the value transformers' losses sk
 # --- packed rows: continued pretraining on documents -----------------------------------------------
 
 
-def _doc_stream(docs: list[list[int]], rng: random.Random, bos: int):
-    """Documents of one domain in a shuffled order, forever, each starting with BOS."""
-    order = list(range(len(docs)))
+def _doc_stream(indices: list[int], get, rng: random.Random, bos: int):
+    """Documents of one domain (their ``indices``, read by ``get``) in a shuffled order, forever,
+    each starting with BOS."""
+    order = list(indices)
     while True:
         rng.shuffle(order)
         for i in order:
-            yield [bos, *docs[i]]
+            yield [bos, *get(i)]
 
 
-def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None) -> list[dict]:
-    """``n_rows`` training rows of ``recipe.seq_len`` tokens.
+def _documents(tokens):
+    """``(domains, lengths, get)`` of a split: each document's domain and token count, and a
+    function reading one document's ids. A ``datasets.Dataset`` (memory-mapped) is read one
+    document at a time, never whole; a dict of lists is read where it is."""
+    if hasattr(tokens, "select_columns"):
+        domains = tokens["domain"]
+        if "n_tokens" in tokens.column_names:
+            lengths = tokens["n_tokens"]
+        else:
+            lengths = [len(x) for x in tokens.select_columns(["input_ids"])["input_ids"]]
+        ids = tokens.select_columns(["input_ids"])
+        return domains, lengths, lambda i: ids[i]["input_ids"]
+    return tokens["domain"], [len(x) for x in tokens["input_ids"]], tokens["input_ids"].__getitem__
 
-    Each LM row draws a domain by ``recipe.mixture`` and fills the row with that domain's documents
-    (cut where the row ends; the rest starts the next row of that domain). With document masking the
-    position ids restart per document and the first token of each document is not a target. A share
-    ``recipe.formats[task]`` of rows are examples of that task (:mod:`lcx.tasks`, training seeds, text
-    from the training documents) at random lengths up to ``seq_len`` and random depths.
-    """
+
+def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None):
+    """:func:`packed_rows`' rows, one at a time and without end: what a run streams when its rows
+    would not fit in memory (:class:`RowStream`). The same rows, in the same order, as
+    :func:`packed_rows` makes a list of."""
     bad = [t for t in recipe.formats if t not in tasks.TASKS]
     if bad or sum(recipe.formats.values()) > 1:
         raise ValueError(
@@ -77,11 +89,10 @@ def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None
     rng = random.Random(recipe.seed)
     weights = {d: w for d, w in recipe.mixture.items() if w > 0}
     by_domain = {d: [] for d in weights}
-    if hasattr(tokens, "select_columns"):  # a datasets.Dataset: read the two columns at once
-        tokens = tokens.select_columns(["input_ids", "domain"]).to_dict()
-    for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
-        if domain in by_domain and len(ids) >= recipe.min_doc_tokens:
-            by_domain[domain].append(ids)
+    domains_of, lengths, get = _documents(tokens)
+    for i, (domain, n) in enumerate(zip(domains_of, lengths, strict=True)):
+        if domain in by_domain and n >= recipe.min_doc_tokens:
+            by_domain[domain].append(i)
     missing = [d for d, docs in by_domain.items() if not docs]
     for d in missing:  # a domain this profile does not have (e.g. books on tiny)
         weights.pop(d)
@@ -90,16 +101,16 @@ def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None
             f"no training documents for mixture {recipe.mixture} (min_doc_tokens={recipe.min_doc_tokens})"
         )
     streams = {
-        d: _doc_stream(by_domain[d], random.Random(f"{recipe.seed}-{d}"), bos_id) for d in weights
+        d: _doc_stream(by_domain[d], get, random.Random(f"{recipe.seed}-{d}"), bos_id)
+        for d in weights
     }
     pending = {d: [] for d in weights}
     domains, probs = zip(*weights.items(), strict=True)
     formats = [(t, share) for t, share in recipe.formats.items() if share > 0]
     pool = None
-    if any(tasks.TASKS[t].needs_pool for t, _ in formats):
-        pool = tasks.Pool(tokenizer, [ids for docs in by_domain.values() for ids in docs])
-    rows = []
-    for _ in range(n_rows):
+    if any(tasks.TASKS[t].needs_pool for t, _ in formats):  # (reads the mixture's documents)
+        pool = tasks.Pool(tokenizer, [get(i) for docs in by_domain.values() for i in docs])
+    while True:
         u, task = rng.random(), None
         for t, share in formats:
             if u < share:
@@ -107,7 +118,7 @@ def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None
                 break
             u -= share
         if task is not None:
-            rows.append(_format_row(task, tokenizer, recipe, rng, pool))
+            yield _format_row(task, tokenizer, recipe, rng, pool)
             continue
         d = rng.choices(domains, probs)[0]
         ids, lengths = [], []
@@ -122,15 +133,73 @@ def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None
         if recipe.document_masking:
             starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
             labels[starts] = IGNORE
-        rows.append(
-            {
-                "input_ids": torch.tensor(ids),
-                "position_ids": pos,
-                "labels": labels,
-                "loss_weights": torch.ones(len(ids)),
-            }
-        )
-    return rows
+        yield {
+            "input_ids": torch.tensor(ids),
+            "position_ids": pos,
+            "labels": labels,
+            "loss_weights": torch.ones(len(ids)),
+        }
+
+
+def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None) -> list[dict]:
+    """``n_rows`` training rows of ``recipe.seq_len`` tokens.
+
+    Each LM row draws a domain by ``recipe.mixture`` and fills the row with that domain's documents
+    (cut where the row ends; the rest starts the next row of that domain). With document masking the
+    position ids restart per document and the first token of each document is not a target. A share
+    ``recipe.formats[task]`` of rows are examples of that task (:mod:`lcx.tasks`, training seeds, text
+    from the training documents) at random lengths up to ``seq_len`` and random depths.
+    """
+    return list(itertools.islice(iter_packed_rows(tokens, recipe, bos_id, tokenizer), n_rows))
+
+
+class RowStream(torch.utils.data.IterableDataset):
+    """``n`` rows of :func:`iter_packed_rows` (or, given ``long_short``, the keywords
+    ``long_share``, ``long_mixture`` and ``short_mixture``, of :func:`iter_long_short_rows`), made
+    as they are read: a run at paper scale, whose rows would not fit in memory (ProLong's 5B tokens
+    at 64K are ~140 GB of rows). Every pass makes the same rows in the same order, so a resumed run
+    (the Trainer skips the batches it has trained on) and every rank see what a single pass would;
+    under several processes accelerate's loader reads it on the main rank and sends each rank its
+    share of every step. ``tokens``: a tokenized split (a ``datasets.Dataset``, read a document at
+    a time) or a dict of lists."""
+
+    def __init__(
+        self, tokens, recipe: Recipe, bos_id: int, n: int, tokenizer=None, long_short=None
+    ):
+        self.tokens, self.recipe, self.bos_id, self.n = tokens, recipe, bos_id, n
+        self.tokenizer, self.long_short = tokenizer, dict(long_short or {})
+
+    def __iter__(self):
+        if self.long_short:
+            return iter_long_short_rows(
+                self.tokens,
+                self.recipe,
+                n_rows=self.n,
+                bos_id=self.bos_id,
+                tokenizer=self.tokenizer,
+                **self.long_short,
+            )
+        rows = iter_packed_rows(self.tokens, self.recipe, self.bos_id, self.tokenizer)
+        return itertools.islice(rows, self.n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def key(self) -> str:
+        """What the rows are made from, hashed (a run's key without making every row): the split's
+        fingerprint, the recipe, the BOS id, the count and the long/short parts."""
+        source = getattr(self.tokens, "_fingerprint", None) or rows_key_of_lists(self.tokens)
+        spec = [source, self.recipe.config(), self.bos_id, self.n, sorted(self.long_short.items())]
+        return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
+def rows_key_of_lists(tokens: dict) -> str:
+    """A short hash of a dict of token-id lists (a split read into memory)."""
+    h = hashlib.sha256()
+    for ids, domain in zip(tokens["input_ids"], tokens["domain"], strict=True):
+        h.update(str(domain).encode())
+        h.update(repr(list(ids)).encode())
+    return h.hexdigest()[:16]
 
 
 def _format_row(task: str, tokenizer, recipe: Recipe, rng: random.Random, pool) -> dict:
@@ -192,6 +261,36 @@ def _packed_format_row(task: str, tokenizer, recipe: Recipe, rng: random.Random,
     }
 
 
+def iter_long_short_rows(
+    tokens,
+    recipe: Recipe,
+    long_share: float,
+    n_rows: int,
+    bos_id: int,
+    long_mixture,
+    short_mixture,
+    tokenizer=None,
+):
+    """:func:`long_short_rows`' ``n_rows`` rows, one at a time: which part each row comes from is
+    a shuffle (by ``recipe.seed``) of the parts' counts (:func:`share_counts`), and each part's
+    rows come from its own :func:`iter_packed_rows` in order."""
+    if not 0 <= long_share <= 1:
+        raise ValueError(f"long_share={long_share!r} must be in [0, 1]")
+    long = dataclasses.replace(
+        recipe, mixture=dict(long_mixture), min_doc_tokens=recipe.seq_len, formats={}
+    )
+    short = dataclasses.replace(recipe, mixture=dict(short_mixture), min_doc_tokens=0)
+    counts = share_counts({"long": long_share, "short": 1 - long_share}, n_rows)
+    order = [part for part, count in counts.items() for _ in range(count)]
+    random.Random(recipe.seed).shuffle(order)
+    parts = {  # generators: a part without rows is never started
+        "long": iter_packed_rows(tokens, long, bos_id),
+        "short": iter_packed_rows(tokens, short, bos_id, tokenizer),
+    }
+    for part in order:
+        yield next(parts[part])
+
+
 def long_short_rows(
     tokens,
     recipe: Recipe,
@@ -205,18 +304,13 @@ def long_short_rows(
     """ProLong §3's continued-training rows: a share ``long_share`` of rows are long documents
     (``long_mixture``'s domains, only documents at least ``recipe.seq_len`` long, so a row is one
     document's chunk), the rest pack short data (``short_mixture``) with ``recipe``'s document
-    masking. Format rows (``recipe.formats``) go in the short part."""
-    if not 0 <= long_share <= 1:
-        raise ValueError(f"long_share={long_share!r} must be in [0, 1]")
-    long = dataclasses.replace(
-        recipe, mixture=dict(long_mixture), min_doc_tokens=recipe.seq_len, formats={}
+    masking, the two kinds shuffled together. Format rows (``recipe.formats``) go in the short
+    part."""
+    return list(
+        iter_long_short_rows(
+            tokens, recipe, long_share, n_rows, bos_id, long_mixture, short_mixture, tokenizer
+        )
     )
-    short = dataclasses.replace(recipe, mixture=dict(short_mixture), min_doc_tokens=0)
-    parts = {
-        "long": (long_share, lambda n: packed_rows(tokens, long, bos_id, n)),
-        "short": (1 - long_share, lambda n: packed_rows(tokens, short, bos_id, n, tokenizer)),
-    }
-    return mix_rows(parts, n_rows, recipe.seed)
 
 
 # --- SFT rows: examples with the loss on their responses -------------------------------------------
@@ -492,7 +586,9 @@ def at_window(rows: list[dict], W: int) -> list[dict]:
 
 def rows_key(rows: list[dict]) -> str:
     """A short hash of rows' content (every tensor's bytes, keys in order): a run trained on
-    ready-made rows has it in its cache key."""
+    ready-made rows has it in its cache key. A :class:`RowStream` is keyed by what makes it."""
+    if isinstance(rows, RowStream):
+        return rows.key()
     h = hashlib.sha256()
     for row in rows:
         for k in sorted(row):

@@ -86,6 +86,9 @@ class Recipe:
     # pass, so a pass holds one piece's logits, not 10 bytes per position and vocabulary entry
     # (Llama 3's 128K vocabulary at 64K positions: 84 GB). Same loss; not part of the run's key.
     loss_chunk: int | None = None
+    # Make the packed rows as the trainer reads them (lcx.rows.RowStream) instead of all at once:
+    # paper-scale runs, whose rows would not fit in memory. The same rows; not part of the key.
+    stream_rows: bool = False
 
     @property
     def steps(self) -> int:
@@ -99,7 +102,7 @@ class Recipe:
         config = dataclasses.asdict(self)
         if self.micro_rows is None:  # runs keyed before the field existed keep their keys
             del config["micro_rows"]
-        del config["parallel"], config["loss_chunk"]
+        del config["parallel"], config["loss_chunk"], config["stream_rows"]
         return config
 
 
@@ -426,14 +429,21 @@ def gpu_layout(profile: str) -> dict:
     """``Recipe`` fields that fit a full fine-tune of a 7-8B model on gpu: one row per pass (a
     step's rows accumulate, the loss still token-averaged), activation checkpointing, and every
     GPU of the machine with FSDP2 (AdamW's states alone are ~112 GB for 7B, more than one GPU
-    holds). On tiny and cpu: one process, the rows of a step in one pass, as before."""
+    holds), rows streamed (:class:`lcx.rows.RowStream`). On tiny and cpu: one process, the rows
+    of a step in one pass, made before training, as before."""
     if profile not in ("gpu", "paper"):
-        return {"micro_rows": None, "gradient_checkpointing": False, "parallel": None}
+        return {
+            "micro_rows": None,
+            "gradient_checkpointing": False,
+            "parallel": None,
+            "stream_rows": False,
+        }
     gpus = max(torch.cuda.device_count(), 1)
     return {
         "micro_rows": 1,
         "gradient_checkpointing": True,
         "parallel": {"processes": gpus, "fsdp": True},
+        "stream_rows": True,  # a billion tokens at 32K: ~28 GB of rows, made as they are read
     }
 
 
@@ -624,17 +634,17 @@ def run(
     def build(folder: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
         n_rows = recipe.steps * recipe.rows_per_step
-        data = (
-            rows[:n_rows]
-            if rows is not None
-            else row_builders.packed_rows(
-                tokens["train"] if "train" in tokens else tokens,
-                recipe,
-                tokenizer.bos_token_id,
-                n_rows,
-                tokenizer,
+        split = None if rows is not None else tokens["train"] if "train" in tokens else tokens
+        if isinstance(rows, row_builders.RowStream):
+            data = rows
+        elif rows is not None:
+            data = rows[:n_rows]
+        elif recipe.stream_rows:
+            data = row_builders.RowStream(split, recipe, tokenizer.bos_token_id, n_rows, tokenizer)
+        else:
+            data = row_builders.packed_rows(
+                split, recipe, tokenizer.bos_token_id, n_rows, tokenizer
             )
-        )
         model.config.use_cache = False
         if launch:
             log = _launch(model, data, recipe, work, folder / "model")
@@ -734,7 +744,7 @@ def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:
     spec = work / "launch"
     spec.mkdir(parents=True, exist_ok=True)
     _save_start(model, spec)
-    torch.save(list(data), spec / "rows.pt")
+    _save_rows(data, spec)
     (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
     env = {
         **os.environ,
@@ -764,7 +774,7 @@ def _worker(spec: Path, work: Path, out: Path) -> None:
     model = _load_start(spec)
     model.config.use_cache = False
     torch.set_flush_denormal(True)
-    trainer = _fit(model, torch.load(spec / "rows.pt", weights_only=True), recipe, work)
+    trainer = _fit(model, _load_rows(spec, recipe), recipe, work)
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)
@@ -930,6 +940,40 @@ def find_run(name: str) -> Path | None:
     manifest there at its size); a damaged one is not found."""
     folder = cache.cache_root() / "run" / name
     return folder if cache.is_complete(folder) and (folder / "model").is_dir() else None
+
+
+def _save_rows(data, spec: Path) -> None:
+    """The rows for every rank of a launch: a list as ``rows.pt``; a :class:`lcx.rows.RowStream`
+    over a tokenized split on disk as where that split is (every rank makes the same rows from
+    it; accelerate's loader reads them on the main rank)."""
+    files = getattr(getattr(data, "tokens", None), "cache_files", None)
+    if isinstance(data, row_builders.RowStream) and files:
+        data.tokenizer.save_pretrained(spec / "tokenizer")
+        where = {
+            "split": str(Path(files[0]["filename"]).parent),
+            "bos_id": data.bos_id,
+            "n": data.n,
+            "long_short": data.long_short,
+        }
+        (spec / "stream.json").write_text(json.dumps(where))
+    else:
+        torch.save(list(data), spec / "rows.pt")
+
+
+def _load_rows(spec: Path, recipe: Recipe):
+    """:func:`_save_rows`' rows in a rank: the list (``weights_only``: tensors, never code), or
+    the stream rebuilt from the split on disk."""
+    if not (spec / "stream.json").is_file():
+        return torch.load(spec / "rows.pt", weights_only=True)
+    import datasets
+    from transformers import AutoTokenizer
+
+    where = json.loads((spec / "stream.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(spec / "tokenizer")
+    split = datasets.load_from_disk(where["split"])
+    return row_builders.RowStream(
+        split, recipe, where["bos_id"], where["n"], tokenizer, where["long_short"]
+    )
 
 
 def _save_start(model, spec: Path) -> None:

@@ -2,6 +2,8 @@
 format rows with up-weighted answers, SFT rows with the loss on responses (or on inputs too),
 chat rows, ProLong's long/short rows and synthetic long data, mixes by share."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -315,3 +317,54 @@ def test_at_window_restarts_positions_where_documents_start():
     assert [p["position_ids"].tolist() for p in pieces] == want
     with pytest.raises(ValueError):
         row_builders.at_window([row], 5)
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_a_row_stream_makes_the_lists_rows_without_reading_the_split_whole(tiny, monkeypatch):
+    """Rows made as they are read (paper scale) are the rows of the list a run makes in memory,
+    packed with formats or ProLong's long/short mix, whether the split is a memory-mapped Dataset
+    (read a document at a time: never whole) or lists in memory; every pass makes them again."""
+    import datasets
+
+    tok, t = tiny
+    split = t["train"]
+    in_memory = split.select_columns(["input_ids", "domain"]).to_dict()
+    recipe = train.Recipe(
+        seq_len=128, tokens=1, batch_tokens=128, lr=1e-3, formats={"passkey": 0.2}, seed=3
+    )
+    bos = tok.bos_token_id
+    mix = {"long_share": 0.5, "long_mixture": {"code": 1.0}, "short_mixture": {"short": 1.0}}
+    as_list = {
+        "packed": row_builders.packed_rows(in_memory, recipe, bos, 30, tok),
+        "long/short": row_builders.long_short_rows(
+            in_memory, recipe, 0.5, 30, bos, mix["long_mixture"], mix["short_mixture"], tok
+        ),
+    }
+
+    def whole(*a, **k):
+        raise AssertionError("the stream read the whole split")
+
+    monkeypatch.setattr(datasets.Dataset, "to_dict", whole)
+    for kind, long_short in (("packed", None), ("long/short", mix)):
+        stream = row_builders.RowStream(split, recipe, bos, 30, tok, long_short)
+        assert len(stream) == 30
+        assert _same(list(stream), as_list[kind]) and _same(list(stream), as_list[kind])
+        assert _same(list(row_builders.RowStream(in_memory, recipe, bos, 30, tok, long_short)),
+                     as_list[kind])  # fmt: skip
+
+
+def test_a_row_streams_key_is_what_makes_it(tiny):
+    tok, t = tiny
+    recipe = train.Recipe(seq_len=128, tokens=1, batch_tokens=128, lr=1e-3)
+    key = row_builders.rows_key(row_builders.RowStream(t["train"], recipe, tok.bos_token_id, 10))
+    same = row_builders.RowStream(t["train"], recipe, tok.bos_token_id, 10)
+    assert row_builders.rows_key(same) == key
+    other = row_builders.RowStream(t["train"], dataclasses.replace(recipe, seed=1), 1, 10)
+    assert row_builders.rows_key(other) != key
+    assert row_builders.rows_key(row_builders.RowStream(t["train"], recipe, 1, 11)) != key

@@ -919,3 +919,32 @@ def test_notebook_progress_keeps_its_bar_but_writes_no_loss_table(tmp_path):
     ]
     assert len(bars) == 1 and type(bars[0]) is not NotebookProgressCallback
     bars[0].on_log(trainer.args, trainer.state, None, logs={"loss": 1.0})  # writes nothing
+
+
+def test_streamed_rows_train_the_model_the_list_trains(tiny_setup, tmp_path, monkeypatch):
+    """stream_rows makes the rows as the trainer reads them: the same rows, so the same model
+    (and the same run: the layout is not in its key); a launch hands the stream to its ranks as
+    the split's folder on disk, from which every rank makes the same rows."""
+    tok, t = tiny_setup
+    recipe = train.Recipe(
+        seq_len=128, tokens=128 * 4 * 3, batch_tokens=128 * 4, lr=1e-2, formats={"passkey": 0.2}
+    )
+    streamed = dataclasses.replace(recipe, stream_rows=True)
+    assert streamed.config() == recipe.config()
+    finals = {}
+    for name, rec in (("list", recipe), ("stream", streamed)):
+        monkeypatch.setenv("LCX_CACHE", str(tmp_path / name))
+        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+        run = train.run(model, t, tok, rec, inputs=[t.key, tok.key, "i"], name="s")
+        finals[name] = train.load_run(run).state_dict()
+    for k, v in finals["list"].items():
+        torch.testing.assert_close(finals["stream"][k], v, msg=k)
+    stream = row_builders.RowStream(t["train"], streamed, tok.bos_token_id, 12, tok)
+    spec = tmp_path / "launch"
+    spec.mkdir()
+    train._save_rows(stream, spec)
+    assert not (spec / "rows.pt").exists()  # the rows are not written out
+    again = train._load_rows(spec, streamed)
+    made, remade = list(stream), list(again)
+    assert len(made) == len(remade) == 12
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(made, remade, strict=True) for k in a)
