@@ -224,6 +224,9 @@ class LcxTrainer(Trainer):
         # the model's ChunkedLoss head, when the recipe computes the loss in pieces (chunk_loss)
         self.chunked = next((m for m in self.model.modules() if isinstance(m, ChunkedLoss)), None)
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the whole step's weight
+        # transformers 5.17 reads this flag instead (and sets it False for a model without loss
+        # kwargs, or under Ulysses), then divides the loss by the accumulation steps once more
+        self.model_accepts_loss_kwargs = True
         # Unsloth's forward ignores position resets: it is told the document lengths instead
         self.unsloth_documents = bool(
             recipe and recipe.document_masking and (recipe.lora or {}).get("backend") == "unsloth"
@@ -299,7 +302,9 @@ class LcxTrainer(Trainer):
         weight = w.sum() if num_items_in_batch is None else num_items_in_batch
         loss = total / weight.clamp(min=1)
         if num_items_in_batch is not None and self.args.world_size > 1:
-            loss = loss * self.args.world_size  # data parallelism averages the ranks' gradients
+            # DDP, FSDP2 and ZeRO-3 (Ulysses included: every rank in its reduce-scatter group,
+            # stage3.py's __avg_scatter_grads) average the gradients over all world ranks
+            loss = loss * self.args.world_size
         return (loss, outputs) if return_outputs else loss
 
 
@@ -416,7 +421,13 @@ def parallel_arguments(recipe: Recipe, attn: str | None = None) -> dict:
             sp_size=sp, sp_backend="deepspeed", sp_handler=handler
         )
         kw["deepspeed"] = {
-            "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+            # reduce_scatter: the path that averages gradients over every rank, which the loss's
+            # world_size factor assumes (ZeRO < 3 or without it, Ulysses averages over fewer)
+            "zero_optimization": {
+                "stage": 3,
+                "stage3_gather_16bit_weights_on_model_save": True,
+                "reduce_scatter": True,
+            },
             "bf16": {"enabled": recipe.bf16},
             "train_micro_batch_size_per_gpu": "auto",
             "gradient_accumulation_steps": "auto",

@@ -119,6 +119,9 @@ def test_sequence_parallelism_names_the_models_attention_and_gathers_weights_on_
     assert ds.is_zero3() and ds.is_true(
         "zero_optimization.stage3_gather_16bit_weights_on_model_save"
     )
+    # the reduce-scatter path averages every rank's gradient over the whole world (ZeRO-3's
+    # __avg_scatter_grads), which the loss's world_size factor assumes
+    assert ds.is_true("zero_optimization.reduce_scatter")
     # Ulysses drops tensor masks: packed documents stay apart only through FlashAttention's
     # position ids with one row per micro-batch, and it wraps no custom kernel
     with pytest.raises(ValueError, match="document masking under sequence parallelism"):
@@ -391,3 +394,34 @@ def test_the_gpu_check_runs_on_what_the_gpu_machine_has(tmp_path):
     # SDPA reads position-id resets at any batch size: the packed rows score as their documents
     sdpa = next(r for r in report["packing"] if r["impl"] == "sdpa")
     assert sdpa["with boundaries"] < 0.05 and sdpa["position ids only"] < 0.05
+
+
+def test_accumulated_micro_batches_stay_token_averaged_on_either_transformers(
+    tmp_path, monkeypatch
+):
+    """Rows with 2 to 90 answer tokens, one row per micro-batch with gradient accumulation, train
+    the model one batch a step trains, also where transformers thinks the model takes no loss
+    keywords (5.17 then divides the loss by the accumulation steps again, as it does under
+    Ulysses, where it forces that flag off)."""
+    from transformers import LlamaForCausalLM
+
+    monkeypatch.setenv("LCX_CACHE", str(tmp_path))
+    monkeypatch.setattr(LlamaForCausalLM, "accepts_loss_kwargs", False, raising=False)
+    g = torch.Generator().manual_seed(0)
+    examples = [
+        ([1, *torch.randint(3, 60, (24 - n,), generator=g).tolist()],
+         torch.randint(3, 60, (n,), generator=g).tolist())
+        for n in (2, 20, 3, 16)
+    ]  # fmt: skip
+    rows = row_builders.sft_rows(examples, 32, 0)
+    config = models.tiny_config("tiny", 64, 32, 100.0)
+    finals = {}
+    for micro in (None, 1):
+        recipe = train.Recipe(seq_len=32, tokens=32 * 4, batch_tokens=32 * 4, lr=1e-2)
+        recipe = dataclasses.replace(recipe, micro_rows=micro)
+        run = train.run(
+            models.new_model(config, seed=0), None, None, recipe, ["x"], "ga", rows=rows
+        )
+        finals[micro] = train.load_run(run).state_dict()
+    for name, value in finals[None].items():
+        torch.testing.assert_close(finals[1][name], value, atol=2e-5, rtol=1e-4, msg=name)
