@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev
 LOCK := requirements/cpu.txt
 LOCK_TF517 := requirements/cpu-transformers-5.17.txt
 VENV_TF517 := .venv-transformers-5.17
-TF_SENSITIVE_TESTS := tests/test_models.py tests/test_rope.py tests/test_attention.py tests/test_evaluate.py tests/test_gpu_path.py
+TF_SENSITIVE_TESTS := tests/test_models.py tests/test_rope.py tests/test_attention.py tests/test_evaluate.py tests/test_gpu_path.py tests/test_standins.py
 # torch 2.13.0+cpu is not on PyPI: this machine kind keeps the wheel in /opt/wheels.
 TORCH_WHEELS ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
 LOCK_VENV := .venv-lock

@@ -17,6 +17,7 @@ here.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -85,9 +86,26 @@ def dataset_stream(name: str, split: str = "train"):
     script-built repository of :data:`SCRIPT_DATASETS` is read from its data files instead."""
     from datasets import load_dataset
 
+    local = resolve(name)
+    if local != name:  # a stand-in: the repository's files, read by the builder they need
+        builder, pattern = SCRIPT_DATASETS.get(name, (local, None))
+        files = {"data_files": f"{local}/{pattern}"} if pattern else {}
+        return load_dataset(builder, split=split, streaming=True, **files)
     if name in SCRIPT_DATASETS:
         builder, pattern = SCRIPT_DATASETS[name]
         sha = revision(name)
         files = f"hf://datasets/{name}{'@' + sha if sha else ''}/{pattern}"
         return load_dataset(builder, data_files=files, split=split, streaming=True)
     return load_dataset(name, split=split, streaming=True, **pretrained_kwargs(name))
+
+
+def resolve(name: str) -> str:
+    """Where ``name`` loads from: the local stand-in under ``$LCX_HUB_MIRROR`` (a folder laid out
+    by hub id, :func:`lcx.standins.build`) when there is one, else ``name`` itself (the hub, or
+    a local path)."""
+    mirror = os.environ.get("LCX_HUB_MIRROR")
+    if mirror and not is_local(name):
+        local = Path(mirror).expanduser() / name
+        if local.exists():
+            return str(local)
+    return name

@@ -131,8 +131,9 @@ def load_tokenizer(
 
         if hub_name is None:
             raise ValueError(f"profile {profile!r} loads the checkpoint's tokenizer: pass hub_name")
-        pinned = hub.pretrained_kwargs(hub_name)  # the commit lcx.hub.REVISIONS pins
-        tok = AutoTokenizer.from_pretrained(hub_name, **pinned)
+        source = hub.resolve(hub_name)  # a local stand-in under $LCX_HUB_MIRROR, else the hub
+        pinned = hub.pretrained_kwargs(source)  # the commit lcx.hub.REVISIONS pins
+        tok = AutoTokenizer.from_pretrained(source, **pinned)
         if tok.pad_token is None:  # Llama 2 and 3 ship none; lcx masks padding by position
             tok.pad_token = tok.eos_token
         tok.key = "hub-" + str(hub_name).strip("/").replace("/", "--")  # for cache keys
@@ -438,6 +439,7 @@ def load_pretrained(
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    name_or_path = hub.resolve(name_or_path)  # a local stand-in under $LCX_HUB_MIRROR
     pinned = hub.pretrained_kwargs(name_or_path)
     config = AutoConfig.from_pretrained(name_or_path, **pinned)
     if method is not None:
@@ -520,7 +522,7 @@ def unsloth_model(
 
     if fast_language_model is None:
         from unsloth import FastLanguageModel as fast_language_model
-    source = Path(name_or_path)
+    source = Path(hub.resolve(str(name_or_path)))
     if not source.is_dir():
         from huggingface_hub import snapshot_download
 
