@@ -73,8 +73,10 @@ def token_nll(
 
 
 def _device(model) -> torch.device:
-    """Where ``model``'s weights are: its inputs go there (a model on a GPU takes CUDA tensors)."""
-    return next(model.parameters()).device
+    """Where ``model``'s weights are: its inputs go there (a model on a GPU takes CUDA tensors);
+    the CPU for a model without parameters."""
+    first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return torch.device("cpu") if first is None else first.device
 
 
 def window_nll_by_length(

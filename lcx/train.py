@@ -271,7 +271,9 @@ class LcxTrainer(Trainer):
         # FlashAttention sees a packed batch of several rows as packed only through explicit
         # boundaries; under Ulysses the shard's boundaries are not the gathered row's, and FA's
         # position-id path (one row per micro-batch, parallel_arguments) keeps documents apart
-        flash = not sharded and str(model.config._attn_implementation).startswith("flash")
+        # the model itself, not its DDP/DeepSpeed wrapper (which has no config)
+        attn = getattr(getattr(model, "module", model), "config", None)
+        flash = not sharded and str(getattr(attn, "_attn_implementation", "")).startswith("flash")
         packed = attention.packed_inputs(
             inputs["input_ids"],
             inputs["position_ids"],
