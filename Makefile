@@ -33,7 +33,7 @@ PAPER_CHAPTERS := $(filter-out $(APPENDIX),$(CHAPTERS))
 EXECUTED := $(foreach c,$(CHAPTERS),$(RESULTS)/$(c)/executed.ipynb)
 LCX := $(wildcard lcx/*.py)
 
-.PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench gpu-check clean
+.PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench gpu-check rehearsal clean
 help:
 	@echo "make book     run every chapter on PROFILE=$(PROFILE) with papermill and render _build/html"
 	@echo "make test     unit tests + every chapter on the tiny profile (nbmake)"
@@ -43,6 +43,7 @@ help:
 	@echo "make lab      open the chapters in JupyterLab"
 	@echo "make bench    training throughput and MFU of the cpu models (prints numbers; not a test)"
 	@echo "make gpu-check  on a GPU machine: packages, steps at 8K-64K, packing, QLoRA, memory vs plan"
+	@echo "make rehearsal  every chapter's gpu code path on this CPU, on local stand-ins at toy size"
 
 venv: $(STAMP)
 # The venv is installed from the lock: every package at the version the book was built and tested
@@ -151,6 +152,12 @@ bench: $(STAMP)
 	$(BIN)/python -m lcx.bench --variants
 	$(BIN)/python -m lcx.bench --loss
 
+# The gpu profile's code, every chapter, on this CPU: hub models and datasets stood in for locally,
+# windows / 32, two steps a run, multi-GPU runs launched on two gloo ranks (scripts/rehearsal.py;
+# its cache and results under .cache/rehearsal). REHEARSE='03_together_pi ...' runs some of them.
+rehearsal: $(STAMP)
+	$(BIN)/python scripts/rehearsal.py $(REHEARSE)
+
 # On a GPU machine, with whatever Python has torch and transformers there (no venv, no network):
 # make gpu-check GPU_PYTHON=python3. It needs none of datasets, pandas, scipy or matplotlib.
 GPU_PYTHON ?= python3
@@ -159,4 +166,4 @@ gpu-check:
 
 # The build and the tests' own folders; never anyone's results/ or .cache/lcx.
 clean:
-	rm -rf _build .cache/test
+	rm -rf _build .cache/test .cache/rehearsal

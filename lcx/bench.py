@@ -137,13 +137,20 @@ def variants_table(size: str, seq_len: int, tokens, tokenizer, steps: int = 30) 
 
 
 def packed_row_times(
-    config, rows: list[dict], impls=("sdpa", attention.VARLEN), repeats: int = 2, bf16=False
+    config,
+    rows: list[dict],
+    impls=("sdpa", attention.VARLEN),
+    repeats: int = 2,
+    bf16=False,
+    head: bool = True,
 ) -> pd.DataFrame:
     """Seconds of one forward + backward pass per packed training row (one row per micro-batch),
     for each attention implementation, on the same weights: ``sdpa`` computes every pair of the
     row under transformers' document mask, :data:`lcx.attention.VARLEN` each document alone.
-    The fastest of ``repeats`` passes after one warm-up. Columns: row, impl, seconds, tokens,
-    documents, sum_sq (the sum of squared document lengths, ProLong's reordering key)."""
+    The fastest of ``repeats`` passes after one warm-up. ``head=False`` times the blocks alone
+    (what the attention changes; an 8B model's head and logits at 64K do not fit one GPU beside
+    them). Columns: row, impl, seconds, tokens, documents, sum_sq (the sum of squared document
+    lengths, ProLong's reordering key)."""
     torch.set_flush_denormal(True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -164,8 +171,8 @@ def packed_row_times(
                 sync()
                 start = time.perf_counter()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(**inputs).logits
-                logits.float().logsumexp(-1).mean().backward()
+                    y = model(**inputs).logits if head else model.model(**inputs).last_hidden_state
+                (y.float().logsumexp(-1) if head else y.float()).mean().backward()
                 sync()
                 best = min(best, time.perf_counter() - start)
                 model.zero_grad(set_to_none=True)

@@ -84,19 +84,24 @@ def recipe(profile: str, W: int) -> train.Recipe:
     """Continual pretraining at ``8 * W`` (§4.1), the same for every variant; FIRST-SENTENCE-
     RETRIEVAL and passkey rows in the mix (tiny models learn a task's format only by seeing it)."""
     L = 8 * W
-    return train.Recipe(
-        seq_len=L,  # paper: 32,768
-        tokens=pick(profile, tiny=L * 2 * 4, cpu=400_000, gpu=400_000_000_000),  # paper: 400B
-        batch_tokens=pick(profile, tiny=L * 2, cpu=2 * L, gpu=4_000_000),  # paper: 4M per step
-        lr=pick(profile, tiny=1e-3, cpu=1e-3, gpu=2e-5),  # paper: 2e-5, cosine, 2000 warm-up
-        warmup=pick(profile, tiny=0.1, cpu=0.05, gpu=2000),
-        min_lr_ratio=0.1,
-        mixture={"books": 1.0, "prose": 1.0, "code": 1.0, "short": 1.0},
-        formats={"first_sentence": 0.2, "passkey": 0.1},
-        document_masking=True,
-        bf16=profile != "tiny",
-        save_every=50,
-        **train.gpu_layout(profile),
+    return train.rehearsed(
+        train.Recipe(
+            seq_len=L,  # paper: 32,768
+            # paper: 400B tokens over 100,000 steps of 4M (2^22: 128 rows of 32K)
+            tokens=pick(
+                profile, tiny=L * 2 * 4, cpu=400_000, gpu=100_000 * 4 * train.MILLION_TOKENS
+            ),
+            batch_tokens=pick(profile, tiny=L * 2, cpu=2 * L, gpu=4 * train.MILLION_TOKENS),
+            lr=pick(profile, tiny=1e-3, cpu=1e-3, gpu=2e-5),  # paper: 2e-5, cosine, 2000 warm-up
+            warmup=pick(profile, tiny=0.1, cpu=0.05, gpu=2000),
+            min_lr_ratio=0.1,
+            mixture={"books": 1.0, "prose": 1.0, "code": 1.0, "short": 1.0},
+            formats={"first_sentence": 0.2, "passkey": 0.1},
+            document_masking=True,
+            bf16=profile != "tiny",
+            save_every=50,
+            **train.gpu_layout(profile),
+        )
     )
 
 
@@ -261,18 +266,23 @@ def check_run_scratch(run_scratch, profile: str) -> bool:
 def scratch_recipe(profile: str, W: int) -> train.Recipe:
     """§4.4's from-scratch training at ``8 * W`` (the curricula switch lengths inside it)."""
     L = 8 * W
-    return train.Recipe(
-        seq_len=L,  # paper: 32,768
-        tokens=pick(profile, tiny=L * 2 * 4, cpu=240_000, gpu=400_000_000_000),  # paper: 400B
-        batch_tokens=pick(profile, tiny=L * 2, cpu=2 * L, gpu=4_000_000),  # paper: 4M, both lengths
-        lr=pick(profile, tiny=2e-3, cpu=2e-3, gpu=3e-4),  # paper: Llama 2's 3e-4 for 7B
-        warmup=pick(profile, tiny=0.1, cpu=0.05, gpu=2000),
-        min_lr_ratio=0.1,
-        mixture={"books": 1.0, "prose": 1.0, "code": 1.0, "short": 1.0},
-        document_masking=True,
-        bf16=profile != "tiny",
-        save_every=50,
-        **train.gpu_layout(profile),
+    return train.rehearsed(
+        train.Recipe(
+            seq_len=L,  # paper: 32,768
+            tokens=pick(
+                profile, tiny=L * 2 * 4, cpu=240_000, gpu=100_000 * 4 * train.MILLION_TOKENS
+            ),
+            # paper: 4M at both lengths (2^22: 1,024 rows of 4K, 128 of 32K)
+            batch_tokens=pick(profile, tiny=L * 2, cpu=2 * L, gpu=4 * train.MILLION_TOKENS),
+            lr=pick(profile, tiny=2e-3, cpu=2e-3, gpu=3e-4),  # paper: Llama 2's 3e-4 for 7B
+            warmup=pick(profile, tiny=0.1, cpu=0.05, gpu=2000),
+            min_lr_ratio=0.1,
+            mixture={"books": 1.0, "prose": 1.0, "code": 1.0, "short": 1.0},
+            document_masking=True,
+            bf16=profile != "tiny",
+            save_every=50,
+            **train.gpu_layout(profile),
+        )
     )
 
 
@@ -423,16 +433,19 @@ def size_fits(nlls: dict, params: dict, contexts) -> dict:
 def sft_recipe(profile: str, W: int) -> train.Recipe:
     """Long instruction tuning at ``8 * W`` (§4.3)."""
     L = 8 * W
-    return train.Recipe(
-        seq_len=L,  # paper: 32,768
-        tokens=pick(profile, tiny=L * 2 * 2, cpu=48 * 2 * L, gpu=200_000_000),
-        batch_tokens=2 * L,
-        lr=pick(profile, tiny=5e-4, cpu=5e-4, gpu=2e-5),  # paper: Llama 2 Chat's fine-tuning lr
-        warmup=0.05,
-        min_lr_ratio=0.1,
-        bf16=profile != "tiny",
-        save_every=50,
-        **train.gpu_layout(profile),
+    return train.rehearsed(
+        train.Recipe(
+            seq_len=L,  # paper: 32,768
+            tokens=pick(profile, tiny=L * 2 * 2, cpu=48 * 2 * L, gpu=200_000_000),
+            # the paper gives no batch: 64 rows of 32K on gpu, which 1-64 GPUs divide (one row each)
+            batch_tokens=pick(profile, tiny=2 * L, cpu=2 * L, gpu=64 * L),
+            lr=pick(profile, tiny=5e-4, cpu=5e-4, gpu=2e-5),  # paper: Llama 2 Chat's fine-tuning lr
+            warmup=0.05,
+            min_lr_ratio=0.1,
+            bf16=profile != "tiny",
+            save_every=50,
+            **train.gpu_layout(profile),
+        )
     )
 
 

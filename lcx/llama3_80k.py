@@ -73,26 +73,32 @@ def recipe(profile: str, W: int) -> train.Recipe:
     """§2's QLoRA run at ``10 * W``: r 32, alpha 16 on q/k/v/o with the embeddings trained in
     full, a 4-bit base, lr 5e-5 decaying linearly without warm-up, batch 8, one epoch."""
     L = FACTOR * W
-    return train.Recipe(
-        seq_len=L,  # paper: 81,920
-        tokens=pick(profile, tiny=L * 2 * 3, cpu=L * 8 * 14, gpu=L * 8 * 2500),  # paper: 1 epoch
-        batch_tokens=pick(profile, tiny=L * 2, cpu=L * 8, gpu=L * 8),  # paper: batch size 8
-        lr=pick(profile, tiny=1e-3, cpu=1e-3, gpu=5e-5),  # paper: 5e-5
-        schedule="linear",  # paper: linear decay
-        warmup=0.0,  # paper: no warm-up
-        min_lr_ratio=0.0,
-        lora={
-            "r": pick(profile, tiny=4, cpu=8, gpu=32),  # paper: 32
-            "alpha": pick(profile, tiny=2, cpu=4, gpu=16),  # paper: 16
-            "modules_to_save": ["embed_tokens"],  # paper: the embedding layer trained in full
-            "quantize": "nf4",  # paper: QLoRA (bitsandbytes NF4)
-        },
-        gradient_checkpointing=True,  # paper: on
-        bf16=profile != "tiny",
-        save_every=50,
-        micro_rows=pick(profile, tiny=None, cpu=None, gpu=1),  # 8 x 80K a pass: ~170 GB of logits
-        # the loss in pieces of positions: 80K x 128K logits are 105 GB (lcx.train.ChunkedLoss)
-        loss_chunk=pick(profile, tiny=L // 4, cpu=None, gpu=8192),
+    return train.rehearsed(
+        train.Recipe(
+            seq_len=L,  # paper: 81,920
+            tokens=pick(
+                profile, tiny=L * 2 * 3, cpu=L * 8 * 14, gpu=L * 8 * 2500
+            ),  # paper: 1 epoch
+            batch_tokens=pick(profile, tiny=L * 2, cpu=L * 8, gpu=L * 8),  # paper: batch size 8
+            lr=pick(profile, tiny=1e-3, cpu=1e-3, gpu=5e-5),  # paper: 5e-5
+            schedule="linear",  # paper: linear decay
+            warmup=0.0,  # paper: no warm-up
+            min_lr_ratio=0.0,
+            lora={
+                "r": pick(profile, tiny=4, cpu=8, gpu=32),  # paper: 32
+                "alpha": pick(profile, tiny=2, cpu=4, gpu=16),  # paper: 16
+                "modules_to_save": ["embed_tokens"],  # paper: the embedding layer trained in full
+                "quantize": "nf4",  # paper: QLoRA (bitsandbytes NF4)
+            },
+            gradient_checkpointing=True,  # paper: on
+            bf16=profile != "tiny",
+            save_every=50,
+            micro_rows=pick(
+                profile, tiny=None, cpu=None, gpu=1
+            ),  # 8 x 80K a pass: ~170 GB of logits
+            # the loss in pieces of positions: 80K x 128K logits are 105 GB (lcx.train.ChunkedLoss)
+            loss_chunk=pick(profile, tiny=L // 4, cpu=None, gpu=8192),
+        )
     )
 
 
@@ -226,7 +232,7 @@ def extend(ch, qlora: train.Recipe, name: str, rope_change: dict, seed: int, row
     interpolation) and Unsloth makes the adapters; otherwise (and for PI) peft + bitsandbytes."""
     L = FACTOR * ch.W
     if unsloth and rope_change["method"] == "default":
-        model, _ = models.unsloth_model(ch.base_ref.key, L, rope_change["base"])
+        model, _ = models.unsloth_model(ch.base_ref.source, L, rope_change["base"])
         backend = {"backend": "unsloth"}
     else:
         model, backend = models.with_rope(ch.base_net, **rope_change), {}

@@ -60,6 +60,22 @@ def check_device(profile: str) -> None:
             )
 
 
+# The rehearsal of the gpu profile on a CPU (LCX_REHEARSAL=1 without CUDA; ``make rehearsal``): the
+# gpu code paths at toy size, every native window divided by this (Llama 2's 4,096 -> 128, Llama
+# 3's 8,192 -> 256) and every gpu recipe cut to a few steps (lcx.train.rehearsed). Every RoPE
+# setting of the gpu profile is a ratio of lengths or an absolute base, so they stay the paper's.
+REHEARSAL_DIVISOR = 32
+
+
+def rehearsal() -> bool:
+    """Whether this process rehearses the gpu profile on a CPU (``LCX_REHEARSAL=1`` and no CUDA
+    GPU): then :func:`check_device` lets gpu/paper run, windows shrink by
+    :data:`REHEARSAL_DIVISOR` and recipes by :func:`lcx.train.rehearsed`."""
+    import torch
+
+    return os.environ.get("LCX_REHEARSAL") == "1" and not torch.cuda.is_available()
+
+
 def pick(profile: str, **by_profile):
     """The value for ``profile`` among keyword values, e.g. ``pick(p, tiny=64, cpu=2048, gpu=32768)``.
 

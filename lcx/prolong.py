@@ -35,7 +35,7 @@ from . import (
     train,
 )
 from . import rows as row_builders
-from .profiles import pick
+from .profiles import pick, rehearsal
 from .results import load_metrics
 
 LONG = {"code": 1.0, "books": 1.0}  # paper: code repositories and books, 1:1 (Table 4)
@@ -122,11 +122,15 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
     """(stage 1, stage 2, SFT) recipes (§3, Table 9): stage 1 at ``L``, stage 2 at ``L2``, SFT at
     ``L``. On gpu every run uses all ``gpus`` (FSDP2 sharding; stage 2 with Ulysses)."""
     sharded = pick(profile, tiny=None, cpu=None, gpu={"processes": gpus, "fsdp": True})
-    ulysses = pick(profile, tiny=None, cpu=None, gpu={"processes": gpus, "sp_size": gpus})
+    # Ulysses wraps FlashAttention (document masking) under DeepSpeed: GPUs only, so the rehearsal
+    # on a CPU trains stage 2 as stage 1, sharded (its README lists what it cannot show)
+    ulysses = {"processes": gpus, "sp_size": gpus} if not rehearsal() else sharded
+    ulysses = pick(profile, tiny=None, cpu=None, gpu=ulysses)
     stage1 = train.Recipe(
         seq_len=L,  # paper: 65,536
         tokens=pick(profile, tiny=L * 2 * 3, cpu=200_000, gpu=5_000_000_000),  # paper: 5B
-        batch_tokens=pick(profile, tiny=2 * L, cpu=2 * L, gpu=4_000_000),  # paper: 4M
+        # paper: 4M (2^22: 64 rows of 64K)
+        batch_tokens=pick(profile, tiny=2 * L, cpu=2 * L, gpu=4 * train.MILLION_TOKENS),
         lr=pick(profile, tiny=1e-3, cpu=1e-3, gpu=1e-5),  # paper: 1e-5
         warmup=0.1,  # paper: 10%
         min_lr_ratio=0.1,  # paper: cosine to 1e-6
@@ -146,12 +150,13 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         parallel=ulysses,
         seq_len=L2,  # paper: 524,288
         tokens=pick(profile, tiny=L2 * 2 * 2, cpu=64_000, gpu=4_000_000_000),  # paper: +4B
-        batch_tokens=pick(profile, tiny=2 * L2, cpu=2 * L2, gpu=8_000_000),  # paper: 8M
+        # paper: 8M (2^23: 16 rows of 512K)
+        batch_tokens=pick(profile, tiny=2 * L2, cpu=2 * L2, gpu=8 * train.MILLION_TOKENS),
     )
     sft = train.Recipe(
         seq_len=L,
         tokens=pick(profile, tiny=L * 2 * 2, cpu=L * 2 * 8, gpu=1_000_000_000),  # paper: 1B
-        batch_tokens=pick(profile, tiny=2 * L, cpu=2 * L, gpu=4_000_000),  # paper: 4M
+        batch_tokens=pick(profile, tiny=2 * L, cpu=2 * L, gpu=4 * train.MILLION_TOKENS),  # 4M
         lr=pick(profile, tiny=5e-4, cpu=5e-4, gpu=2e-5),  # paper: 2e-5, cosine to 2e-6
         warmup=0.05,  # paper: 5%
         min_lr_ratio=0.1,
@@ -165,7 +170,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         loss_chunk=stage1.loss_chunk,
         parallel=sharded,
     )
-    return stage1, stage2, sft
+    return train.rehearsed(stage1), train.rehearsed(stage2), train.rehearsed(sft)
 
 
 def recipe_summary(stage1, stage2, sft, b0: float, bases: dict, W: int) -> dict:
@@ -413,15 +418,34 @@ def simulated_throughput(costs, tokens: int, devices: int, order=None, trials=20
     return tokens / devices / t
 
 
+# On gpu, P8 times this many of the base model's blocks without its head: the attention's share
+# of a block's time is the same in each block, and the whole 8B model's fp32 copy, gradients
+# and 64K x 128K logits do not fit one 80 GB GPU (about 15 GB for two blocks and the embeddings).
+THROUGHPUT_LAYERS = 2
+
+
+def throughput_config(config, profile: str):
+    """The model P8 times (:func:`row_times`): the base model's on tiny and cpu; on gpu/paper its
+    first :data:`THROUGHPUT_LAYERS` blocks, timed without the head."""
+    if profile not in ("gpu", "paper"):
+        return config
+    layers = min(THROUGHPUT_LAYERS, config.num_hidden_layers)
+    return config.__class__(**{**config.to_dict(), "num_hidden_layers": layers})
+
+
 def row_times(ch, rows, repeats: int, bf16: bool) -> pd.DataFrame:
     """Seconds per packed row by attention implementation (:func:`lcx.bench.packed_row_times`,
-    App. B / Table 15's measurement) on the base model's config, measured once per cache."""
+    App. B / Table 15's measurement) on :func:`throughput_config`, measured once per cache."""
     params = {"rows": row_builders.rows_key(rows), "repeats": repeats, "bf16": bf16}
+    config = throughput_config(ch.base_net.config, ch.profile)
+    head = ch.profile not in ("gpu", "paper")
+    if not head:
+        params |= {"layers": config.num_hidden_layers, "head": False}
     return evaluate.memo(
         "packed-row-times",
         params,
         [ch.base_ref.key],
-        lambda: bench.packed_row_times(ch.base_net.config, rows, repeats=repeats, bf16=bf16),
+        lambda: bench.packed_row_times(config, rows, repeats=repeats, bf16=bf16, head=head),
         code=("bench", "models", "attention", "rope"),  # the measurement's code
     )
 

@@ -548,7 +548,8 @@ def helix_spacing(theta: torch.Tensor, pair: int, n: int = 10) -> float:
 
 def hub_configs(settings=PAPER_SETTINGS):
     """Each released checkpoint's RoPE (``rope_theta``, ``rope_type`` from its hub config) against
-    the setting the paper reports: needs the hub, and access to the gated Llama repositories."""
+    the setting the paper reports: needs the hub, and access to the gated Llama repositories (or
+    their local stand-ins, :func:`lcx.hub.resolve`)."""
     import pandas as pd
     from transformers import AutoConfig
 
@@ -558,7 +559,8 @@ def hub_configs(settings=PAPER_SETTINGS):
     for s in settings:
         if s.hub_id is None:
             continue
-        config = AutoConfig.from_pretrained(s.hub_id, **hub.pretrained_kwargs(s.hub_id))
+        source = hub.resolve(s.hub_id)
+        config = AutoConfig.from_pretrained(source, **hub.pretrained_kwargs(source))
         params = getattr(config, "rope_parameters", None) or {}
         theta, rtype = params.get("rope_theta"), params.get("rope_type", "default")
         rows.append(

@@ -55,6 +55,9 @@ CHECKPOINTS = {
     ),
 }  # fmt: skip
 TOY = {"hidden_size": 64, "num_hidden_layers": 2, "head_dim": 16, "intermediate_size": 128}
+# Llama 3's vocabulary is larger than Llama 2's (128,256 against 32,000), and lcx tells the two
+# families' runs apart by it (chapter 06 fine-tunes only other chapters' runs of its tokenizer)
+VOCAB = {"llama2": 384, "llama3": 512}
 
 
 def tokenizer(family: str, texts: list[str], instruct: bool = False, vocab_size: int = 512):
@@ -92,12 +95,15 @@ def tokenizer(family: str, texts: list[str], instruct: bool = False, vocab_size:
     return out
 
 
-def checkpoint(hub_id: str, folder: Path, texts: list[str]) -> Path:
+def checkpoint(hub_id: str, folder: Path, texts: list[str], divisor: int = 1) -> Path:
     """The stand-in for ``hub_id`` (a key of :data:`CHECKPOINTS`): its tokenizer
-    (:func:`tokenizer`) and a random Llama of its architecture at toy width, saved into
-    ``folder``."""
+    (:func:`tokenizer`) and a random Llama of its architecture at toy width, in bfloat16 as the
+    releases are, saved into ``folder``; its window divided by ``divisor`` (the rehearsal's
+    :data:`lcx.profiles.REHEARSAL_DIVISOR`)."""
+    import torch
+
     family, instruct, released, rope, window = CHECKPOINTS[hub_id]
-    tok = tokenizer(family, texts, instruct)
+    tok = tokenizer(family, texts, instruct, VOCAB[family])
     paper = models.paper_config(released, **rope)
     groups = paper.num_attention_heads // paper.num_key_value_heads  # grouped-query ratio
     config = paper.__class__(
@@ -107,14 +113,14 @@ def checkpoint(hub_id: str, folder: Path, texts: list[str]) -> Path:
             "num_attention_heads": 4,
             "num_key_value_heads": max(1, 4 // groups),
             "vocab_size": len(tok),
-            "max_position_embeddings": window,
+            "max_position_embeddings": window // divisor,
             "bos_token_id": tok.bos_token_id,
             "eos_token_id": tok.eos_token_id,
             "pad_token_id": None,
         }
     )
     folder = Path(folder)
-    models.new_model(config, seed=0).save_pretrained(folder)
+    models.new_model(config, seed=0).to(torch.bfloat16).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 
@@ -169,11 +175,12 @@ def datasets(folder: Path, texts: list[str]) -> Path:
     return folder
 
 
-def build(folder: Path, texts: list[str]) -> Path:
+def build(folder: Path, texts: list[str], divisor: int = 1) -> Path:
     """Every stand-in the gpu profile loads (:data:`CHECKPOINTS` and :func:`datasets`) under
-    ``folder``, laid out by hub id: what ``LCX_HUB_MIRROR`` points at."""
+    ``folder``, laid out by hub id: what ``LCX_HUB_MIRROR`` points at. ``divisor``: the
+    checkpoints' windows are divided by it (:func:`checkpoint`)."""
     folder = Path(folder)
     for hub_id in CHECKPOINTS:
-        checkpoint(hub_id, folder / hub_id, texts)
+        checkpoint(hub_id, folder / hub_id, texts, divisor)
     datasets(folder, texts)
     return folder

@@ -141,7 +141,7 @@ def recipes(profile: str, W: int) -> tuple[train.Recipe, train.Recipe, dict]:
         lr=phase1.lr / 2,
         **train.gpu_layout(profile),
     )
-    return phase1, phase2, finetune
+    return train.rehearsed(phase1), train.rehearsed(phase2), finetune
 
 
 SKIPPABLE = {  # what the plan can leave out of the chapter (skipped), in words
@@ -192,14 +192,16 @@ def extend(ch, phase1, phase2, finetune, seed: int, tasks=FINETUNE_TASKS) -> dic
     pool = evaluate.pool(tokenizer, tokens, "train")
     runs = {"phase1": r1, "phase2": r2}
     for task in tasks:
-        rec = train.Recipe(
-            seq_len=L,
-            **finetune,
-            warmup=0.05,
-            min_lr_ratio=0.1,
-            bf16=phase1.bf16,
-            seed=seed,
-            save_every=50,
+        rec = train.rehearsed(
+            train.Recipe(
+                seq_len=L,
+                **finetune,
+                warmup=0.05,
+                min_lr_ratio=0.1,
+                bf16=phase1.bf16,
+                seed=seed,
+                save_every=50,
+            )
         )
         rows = row_builders.task_sft_rows(
             task, tokenizer, rec.steps * rec.rows_per_step, L, seed, pool

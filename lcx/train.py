@@ -34,6 +34,7 @@ from transformers import (
 
 from . import attention, cache
 from . import rows as row_builders  # (run takes an argument called rows)
+from .profiles import REHEARSAL_DIVISOR, rehearsal
 
 
 @dataclass
@@ -354,6 +355,12 @@ def _check_unsloth_packing() -> None:
 PARALLEL_KEYS = ("processes", "fsdp", "sp_size")
 
 
+# "4M tokens per step" in the papers is 2^22: Llama 2's 1,024 rows of 4,096 (its 4M-token batch),
+# ProLong's 64 rows of 64K. 4,000,000 would be 122.07 rows of 32K and 61.04 of 64K, which no
+# number of GPUs above one divides (lcx.train.check_layout)
+MILLION_TOKENS = 2**20
+
+
 def processes(recipe: Recipe | None = None) -> int:
     """Processes training one run: ``recipe.parallel["processes"]``, else ``WORLD_SIZE`` (set by
     torchrun/accelerate), else 1."""
@@ -438,6 +445,46 @@ def parallel_arguments(recipe: Recipe, attn: str | None = None) -> dict:
     return kw
 
 
+def check_layout(recipe: Recipe, attn: str | None = None) -> None:
+    """Refuse a recipe whose step cannot be split as its layout says: ``micro_rows`` rows a pass
+    on each data-parallel rank must divide the step's rows, and the parallel settings must be
+    valid (:func:`parallel_arguments`; ``attn``: the model's attention, default this machine's)."""
+    per_pass = (recipe.micro_rows or recipe.rows_per_step) * data_parallel_size(recipe)
+    if (recipe.micro_rows is not None and recipe.micro_rows < 1) or recipe.rows_per_step % per_pass:
+        raise ValueError(
+            f"micro_rows={recipe.micro_rows} x {data_parallel_size(recipe)} ranks must divide the "
+            f"{recipe.rows_per_step} rows per step"
+        )
+    parallel_arguments(recipe, attn)
+
+
+def rehearsed(recipe: Recipe) -> Recipe:
+    """``recipe`` as the rehearsal of the gpu profile on a CPU trains it (:func:`lcx.profiles.
+    rehearsal`; unchanged otherwise): its own length, layout and settings, but two steps of two
+    passes on every data-parallel rank, a checkpoint after each step, a warm-up of one step, and
+    the loss in pieces shrunk with the windows (:data:`lcx.profiles.REHEARSAL_DIVISOR`). The gpu
+    recipes pass through it where they are made, so the rows built for them shrink too."""
+    if not rehearsal():
+        return recipe
+    batch = 2 * (recipe.micro_rows or 1) * data_parallel_size(recipe) * recipe.seq_len
+    chunk = recipe.loss_chunk and max(1, recipe.loss_chunk // REHEARSAL_DIVISOR)
+    warmup = 0.5 if recipe.warmup else 0.0
+    return dataclasses.replace(
+        recipe, tokens=2 * batch, batch_tokens=batch, warmup=warmup, loss_chunk=chunk, save_every=1
+    )
+
+
+# the rehearsal on a CPU launches its multi-GPU runs on this many gloo ranks (accelerate runs
+# them data-parallel: FSDP and DeepSpeed need GPUs)
+REHEARSAL_RANKS = 2
+
+
+def gpus() -> int:
+    """The GPUs a gpu run spreads over: every CUDA device here (at least one), or
+    :data:`REHEARSAL_RANKS` CPU ranks in the rehearsal (:func:`lcx.profiles.rehearsal`)."""
+    return torch.cuda.device_count() or (REHEARSAL_RANKS if rehearsal() else 1)
+
+
 def gpu_layout(profile: str) -> dict:
     """``Recipe`` fields that fit a full fine-tune of a 7-8B model on gpu: one row per pass (a
     step's rows accumulate, the loss still token-averaged), activation checkpointing, and every
@@ -451,11 +498,10 @@ def gpu_layout(profile: str) -> dict:
             "parallel": None,
             "stream_rows": False,
         }
-    gpus = max(torch.cuda.device_count(), 1)
     return {
         "micro_rows": 1,
         "gradient_checkpointing": True,
-        "parallel": {"processes": gpus, "fsdp": True},
+        "parallel": {"processes": gpus(), "fsdp": True},
         "stream_rows": True,  # a billion tokens at 32K: ~28 GB of rows, made as they are read
     }
 
@@ -612,13 +658,7 @@ def run(
     interrupted at any point resumes from its last checkpoint when called again.
     """
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
-    per_pass = (recipe.micro_rows or recipe.rows_per_step) * data_parallel_size(recipe)
-    if (recipe.micro_rows is not None and recipe.micro_rows < 1) or recipe.rows_per_step % per_pass:
-        raise ValueError(
-            f"micro_rows={recipe.micro_rows} x {data_parallel_size(recipe)} ranks must divide the "
-            f"{recipe.rows_per_step} rows per step"
-        )
-    parallel_arguments(recipe)  # a bad layout fails here, not in the launched processes
+    check_layout(recipe)  # a bad layout fails here, not in the launched processes
     memory_check(model.config, recipe)  # on a GPU: a recipe that cannot fit is refused now
     launch = bool(recipe.parallel) and processes(recipe) > 1
     if launch and recipe.lora:

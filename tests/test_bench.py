@@ -189,6 +189,8 @@ def test_packed_row_times_cover_each_row_and_implementation():
         assert t.documents.tolist() == [len(s) for s in spans]
         assert t.sum_sq.tolist() == [sum((e - s) ** 2 for s, e in sp) for sp in spans]
     assert times.sum_sq.iloc[0] == 20**2 + 30**2 + 10**2 + 4**2  # three documents and the padding
+    blocks = bench.packed_row_times(config, rows, repeats=1, head=False)  # P8 on gpu: no head
+    assert blocks[["row", "impl", "tokens"]].equals(times[["row", "impl", "tokens"]])
 
 
 def test_the_loss_in_pieces_keeps_no_logits_for_backward(one_thread):

@@ -302,6 +302,29 @@ def test_the_chapters_gpu_recipes_fit_80_gb_gpus():
             train.memory_check(llama3, whole, gib)
 
 
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_every_gpu_recipe_splits_its_step_over_the_gpus(gpus, monkeypatch):
+    """Every chapter's gpu recipe as it is built on a machine with ``gpus`` GPUs passes the check
+    train.run makes before training (one row a pass on each data-parallel rank must divide the
+    step's rows). With "4M tokens" read as 4,000,000, chapter 04's step was 122 rows of 32K and
+    ProLong's 61 of 64K, refused on any number of GPUs above one (and chapter 04's fine-tune, 2
+    rows, on more than two)."""
+    from lcx import llama2_long, llama3_80k, prolong, together
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)  # what gpu_layout reads
+    W2, W3 = pretrained.window("gpu", "llama2"), pretrained.window("gpu", "llama3")
+    phase1, phase2, finetune = together.recipes("gpu", W2)
+    long = llama2_long.recipe("gpu", W2)
+    qlora = llama3_80k.recipe("gpu", W3)
+    recipes = [phase1, phase2, train.Recipe(seq_len=8 * W2, **finetune), long]
+    recipes += [llama2_long.control_recipe(long, W2), llama2_long.sft_recipe("gpu", W2)]
+    recipes += [llama2_long.scratch_recipe("gpu", W2), qlora, llama3_80k.control_recipe(qlora, W3)]
+    recipes += prolong.recipes("gpu", W3, 8 * W3, 64 * W3, gpus)
+    for recipe in recipes:
+        assert train.processes(recipe) in (1, gpus)
+        train.check_layout(recipe, attn="flash_attention_2")  # the kernel Ulysses needs (GPU)
+
+
 def _batch(vocab=40, length=16):
     rows = _rows(n_rows=2, length=length, vocab=vocab)
     return train.collate(rows)
@@ -425,3 +448,78 @@ def test_accumulated_micro_batches_stay_token_averaged_on_either_transformers(
         finals[micro] = train.load_run(run).state_dict()
     for name, value in finals[None].items():
         torch.testing.assert_close(finals[1][name], value, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_the_unsloth_run_loads_the_checkpoint_by_its_hub_id(monkeypatch, tmp_path):
+    """Chapter 05 on a GPU with Unsloth loads the base through Unsloth by its hub id (or the path
+    it resolves to), not by its cache key ("<id>@<commit>", which no loader knows: hub.revision
+    and hub.pretrained_kwargs raise KeyError on it)."""
+    from types import SimpleNamespace
+
+    from lcx import evaluate, llama3_80k
+
+    hub_id = "meta-llama/Meta-Llama-3-8B-Instruct"
+    loaded = []
+
+    def fake_unsloth_model(name_or_path, max_seq_length, rope_theta, **kw):
+        loaded.append(name_or_path)
+        return object(), None
+
+    monkeypatch.setattr(models, "unsloth_model", fake_unsloth_model)
+    monkeypatch.setattr(train, "run", lambda *a, **kw: tmp_path)
+    ref = evaluate.Ref.of(hub_id)
+    assert "@" in ref.key  # the cache key is not a loadable name
+    tokenizer = SimpleNamespace(key="tok")
+    ch = SimpleNamespace(W=8192, base_ref=ref, tokenizer=tokenizer, profile="gpu", base_net=None)
+    recipe = llama3_80k.recipe("gpu", 8192)
+    change = {"method": "default", "base": 2e8}
+    assert llama3_80k.extend(ch, recipe, "ABF x400", change, 0, [], unsloth=True) == tmp_path
+    assert loaded == [hub_id]
+
+
+def test_the_rehearsal_runs_gpu_recipes_at_toy_size_and_only_on_a_cpu(monkeypatch):
+    """LCX_REHEARSAL=1 without CUDA (make rehearsal): the gpu windows divided by 32 and every gpu
+    recipe cut to two steps of two passes a rank, its layout kept (and still valid), the loss
+    pieces shrunk with the windows; multi-GPU runs launch on two gloo ranks. Unset, or with a
+    GPU, the gpu profile is untouched."""
+    from lcx import llama2_long, prolong
+    from lcx.profiles import REHEARSAL_DIVISOR, rehearsal
+
+    monkeypatch.delenv("LCX_REHEARSAL", raising=False)
+    full = llama2_long.recipe("gpu", 4096)
+    assert not rehearsal() and pretrained.window("gpu", "llama3") == 8192
+    assert train.rehearsed(full) is full and full.steps == 100_000
+    monkeypatch.setenv("LCX_REHEARSAL", "1")
+    assert rehearsal() and train.gpus() == train.REHEARSAL_RANKS == 2
+    W2, W3 = pretrained.window("gpu", "llama2"), pretrained.window("gpu", "llama3")
+    assert (W2, W3) == (4096 // REHEARSAL_DIVISOR, 8192 // REHEARSAL_DIVISOR)
+    toy = llama2_long.recipe("gpu", W2)
+    assert (toy.seq_len, toy.steps, toy.micro_rows) == (8 * W2, 2, 1)
+    assert toy.parallel == {"processes": 2, "fsdp": True} and toy.rows_per_step == 2 * 2
+    assert (toy.lr, toy.gradient_checkpointing, toy.stream_rows) == (full.lr, True, True)
+    stage1, stage2, sft = prolong.recipes("gpu", W3, 8 * W3, 64 * W3, train.gpus())
+    assert stage1.loss_chunk == 8192 // REHEARSAL_DIVISOR and stage2.seq_len == 64 * W3
+    assert stage2.parallel == stage1.parallel  # no Ulysses without GPUs
+    for recipe in (toy, stage1, stage2, sft):
+        train.check_layout(recipe)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU: no rehearsal
+    assert not rehearsal() and train.rehearsed(full) is full
+
+
+def test_p8_times_a_model_one_gpu_holds():
+    """Chapter 06's throughput measurement (P8) trains a fresh model on rows of 64K: on gpu the
+    base's whole config (Llama 3 8B, fp32) with its 64K x 128K logits needs several hundred GB
+    (lcx.budget's accounting), so it times the first blocks without the head, which fit one 80 GB
+    GPU even counting an fp32 copy and gradients of every parameter (what `trainable` counts as
+    an upper bound). On cpu it times the base model itself."""
+    from lcx import budget, prolong
+
+    gib, n = 2**30, 65536
+    llama3 = models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct")
+    assert prolong.throughput_config(llama3, "cpu") is llama3
+    timed = prolong.throughput_config(llama3, "gpu")
+    assert timed.num_hidden_layers == prolong.THROUGHPUT_LAYERS < llama3.num_hidden_layers
+    plan = budget.memory_plan(timed, n, "full", checkpointing=False)
+    assert plan["weights"] + plan["trainable"] + plan["activations"] < 80 * gib
+    whole = budget.memory_plan(llama3, n, "full", checkpointing=False)
+    assert whole["weights"] + whole["activations"] + whole["logits"] > 80 * gib

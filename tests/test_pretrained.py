@@ -209,32 +209,57 @@ def test_gate_fails_on_exact_match_or_on_a_far_context_interval_that_reaches_zer
 def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_take_it(monkeypatch):
     from pathlib import Path
 
+    from lcx import tasks
     from lcx.claims import GATE_PASSKEY_EXACT
 
-    trained, exact = [], {0: 0.1, 1000: 0.3, 2000: 1.0, 3000: 1.0}
+    # exact match by (init, length): init 0 never copies (stops after 128, its first check),
+    # 1000 copies at 128 but not at W, 2000 copies at both
+    exact = {(0, 128): 0.1, (1000, 128): 1.0, (1000, 256): 0.3, (2000, 128): 1.0, (2000, 256): 1.0}
+    trained, checked = [], []
 
     def fake_train(profile, name, init, labels, after=()):
         trained.append((init, tuple(labels)))
         return [*after, *(Path(f"/runs/{init}/{label}") for label in labels)]
 
+    def fake_exact(profile, ref, tokenizer, length):
+        checked.append((int(Path(ref.source).parent.name), length))
+        return exact[checked[-1]]
+
     monkeypatch.setattr(pretrained, "_train", fake_train)
     fake = type("Keyed", (), {"key": "k"})()  # a tokenizer and tokens as run keys read them
     monkeypatch.setattr(pretrained, "corpus_tokens", lambda profile, name: (fake, fake))
-    monkeypatch.setattr(
-        pretrained, "passkey_at_w", lambda p, ref, t: exact[int(Path(ref.source).parent.name)]
-    )
+    monkeypatch.setattr(pretrained, "passkey_exact", fake_exact)
+    monkeypatch.setattr(tasks, "passkey_min_length", lambda tokenizer: 95)  # 64 holds no prompt
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 4)
     tried = pretrained.attempts("cpu", "llama2", 0)
     assert tried["init"].tolist() == [0, 1000, 2000]  # stops at the first that passes
     assert tried["passed"].tolist() == [False, False, True] and GATE_PASSKEY_EXACT > 0.3
-    assert all(labels == ("64 tokens", "128 tokens", "256 tokens") for _, labels in trained)
+    assert tried["length"].tolist() == [128, 256, 256] and tried["exact"].tolist() == [
+        0.1,
+        0.3,
+        1.0,
+    ]
+    # one stage at a time; init 0 stops before W, the others check at 128 and then at W
+    stages_of = {i: [labels for j, labels in trained if j == i] for i in (0, 1000, 2000)}
+    assert stages_of[0] == [("64 tokens",), ("128 tokens",)]
+    assert stages_of[2000] == [("64 tokens",), ("128 tokens",), ("256 tokens",)]
+    assert checked == [(0, 128), (1000, 128), (1000, 256), (2000, 128), (2000, 256)]
     runs = pretrained.base_runs("cpu", "llama2", 0)
     assert [str(r) for r in runs[-2:]] == ["/runs/2000/256 tokens", "/runs/2000/formats"]
-    # none passes: the best attempt goes on to the formats stage
+    # none passes: the attempt that got furthest goes on to the formats stage
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 2)
     runs = pretrained.base_runs("cpu", "llama2", 0)
     assert [str(r) for r in runs[-2:]] == ["/runs/1000/256 tokens", "/runs/1000/formats"]
-    # the tries table of two bases: one row per base and attempt, the run folders left out
+    # the only attempt stopped early: its remaining stage-1 stage is trained, then the formats
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 1)
+    runs = pretrained.base_runs("cpu", "llama2", 0)
+    assert [str(r) for r in runs] == [f"/runs/0/{s}" for s in pretrained.stages("cpu", 0)]
+    # another base tries first the initialisation with which llama2 copied, then the others
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 4)
+    assert pretrained.attempts("cpu", "llama3", 0)["init"].tolist() == [2000]
+    # the tries table of two bases: one row per base and attempt, the run folders left out;
+    # llama2 copied with none of its two: llama3 tries them in order
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 2)
     table = pretrained.tries("cpu", ["llama2", "llama3"], 0)
     assert table.index.names == ["base", "attempt"] and "runs" not in table
     assert table.loc["llama3", "init"].tolist() == [0, 1000]

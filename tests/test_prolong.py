@@ -19,10 +19,12 @@ def test_rope_bases_at_the_papers_scale_are_table_18s():
 
 def test_recipes_on_gpu_are_the_papers():
     stage1, stage2, sft = prolong.recipes("gpu", 8192, 65536, 524288, gpus=8)
-    assert (stage1.seq_len, stage1.lr, stage1.batch_tokens) == (65536, 1e-5, 4_000_000)
+    # "4M tokens" per step: 2^22, 64 rows of 64K (4,000,000 would be 61.04 rows)
+    assert (stage1.seq_len, stage1.lr, stage1.batch_tokens) == (65536, 1e-5, 4 * 2**20)
+    assert stage1.rows_per_step == 64 and sft.rows_per_step == 64
     assert stage1.betas == (0.9, 0.95) and stage1.weight_decay == 0.1 and stage1.warmup == 0.1
     assert stage1.document_masking and stage1.parallel == {"processes": 8, "fsdp": True}
-    assert (stage2.seq_len, stage2.batch_tokens) == (524288, 8_000_000)
+    assert (stage2.seq_len, stage2.batch_tokens, stage2.rows_per_step) == (524288, 8 * 2**20, 16)
     assert stage2.parallel == {"processes": 8, "sp_size": 8}  # Ulysses over the GPUs
     assert (sft.lr, sft.tokens) == (2e-5, 1_000_000_000)
 

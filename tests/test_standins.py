@@ -61,3 +61,23 @@ def test_hub_datasets_stream_in_their_layouts_and_columns(mirror, monkeypatch):
     assert len(red) == 3 * len(TEXTS) and {r["text"] for r in red} == set(TEXTS)
     chats = list(itertools.islice(data.ultrachat(), 3))
     assert all(m[0]["role"] == "user" and m[1]["role"] == "assistant" for m in chats)
+
+
+def test_chapter_01_reads_the_released_ropes_from_the_stand_ins(mirror, monkeypatch):
+    """rope.hub_configs (chapter 01 on gpu) loads each released config through lcx.hub.resolve:
+    with LCX_HUB_MIRROR, from the stand-ins (which carry each release's RoPE), never the hub."""
+    import transformers
+
+    from lcx import rope
+
+    monkeypatch.setenv("LCX_HUB_MIRROR", str(mirror))
+    read, load = [], transformers.AutoConfig.from_pretrained
+
+    def reading(name, **kw):
+        read.append(str(name))
+        return load(name, **kw)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", reading)
+    table = rope.hub_configs()
+    assert len(read) == len(table) > 0 and all(p.startswith(str(mirror)) for p in read)
+    assert table["matches"].all(), table  # each stand-in has its release's base and RoPE type
