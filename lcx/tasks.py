@@ -323,9 +323,16 @@ def json_kv(tokenizer, length, depth, seed, split="test", pool=None) -> Example:
         body = _enc(tokenizer, json.dumps(dict(pairs)))
     if len(body) > budget:
         raise ValueError(f"length={length} is too short for json_kv: one pair needs {len(body)}")
-    where = min(len(pairs) - 1, int(depth * len(pairs)))
-    key, value = pairs[where]
-    tail = _enc(tokenizer, f"\n\nWhat is the value of key {key}? The value is")
+    while True:  # the asked key and value may take more tokens than the probe's zeros (Llama 3
+        # groups digits in threes, a small BPE merges "00"): drop pairs until they fit
+        where = min(len(pairs) - 1, int(depth * len(pairs)))
+        key, value = pairs[where]
+        tail = _enc(tokenizer, f"\n\nWhat is the value of key {key}? The value is")
+        need = 1 + len(head) + len(body) + len(tail) + len(_enc(tokenizer, " " + value))
+        if need <= length or len(pairs) == 1:
+            break
+        pairs.pop()
+        body = _enc(tokenizer, json.dumps(dict(pairs)))
     meta = {"task": "json_kv", "length": length, "depth": depth, "seed": seed, "pairs": len(pairs)}
     return _example(tokenizer, head, body, tail, value, meta)
 

@@ -329,3 +329,21 @@ def test_summary_of_a_man_page_asks_for_its_name_line(setup):
         ex = tasks.generate("summary", tok, 256, None, seed, "test", pool)
         assert re.fullmatch(r"tool\d - report on item \d", ex.answer), ex.answer
         assert "report on item" not in tok.decode(ex.prompt_ids)
+
+
+def test_json_kv_fits_its_length_when_the_asked_pair_outgrows_the_probe():
+    """The budget is set by a probe of zeros; with a tokenizer that merges zeros but not hex
+    letters (a small BPE; Llama 3 groups digits in threes) the asked key and value can take more
+    tokens than the probe: the example still has exactly its length, the asked key in the JSON."""
+    from lcx import standins
+
+    tok = standins.tokenizer("llama3", ["00000000 0000 00 " * 300] * 4, vocab_size=300)
+    assert len(tok("00000000", add_special_tokens=False)["input_ids"]) < 4  # zeros merge
+    for length in (256, 300, 384):
+        for depth in (0.0, 0.5, 1.0):
+            for seed in range(3):
+                ex = tasks.generate("json_kv", tok, length, depth, seed, "test", None)
+                assert len(ex.prompt_ids) + len(ex.answer_ids) == length
+                text = tok.decode(ex.prompt_ids, skip_special_tokens=True)
+                obj = json.loads(text.split("JSON data:\n")[1].split("\n\nWhat")[0])
+                assert obj[text.split("value of key ")[1].split("?")[0]] == ex.answer
