@@ -420,7 +420,8 @@ def simulated_throughput(costs, tokens: int, devices: int, order=None, trials=20
 
 # On gpu, P8 times this many of the base model's blocks without its head: the attention's share
 # of a block's time is the same in each block, and the whole 8B model's fp32 copy, gradients
-# and 64K x 128K logits do not fit one 80 GB GPU (about 15 GB for two blocks and the embeddings).
+# and 64K x 128K logits do not fit one 80 GB GPU (lcx.budget: ~470 GB; two blocks with the
+# embeddings and head, counting an fp32 copy and gradients of every parameter: under 40 GB).
 THROUGHPUT_LAYERS = 2
 
 
