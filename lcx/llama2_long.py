@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -457,19 +457,38 @@ def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool) -> list[dict]:
     pool = evaluate.pool(tokenizer, ch.tokens, "train")
     short_lengths = pick(ch.profile, tiny=(160, 250), cpu=(W // 2, W), gpu=(W // 4, W))
     n = sft.steps * sft.rows_per_step
-    short_rows = [
-        row
-        for i, task in enumerate(SHORT_TASKS)
-        for row in row_builders.task_sft_rows(
-            task, tokenizer, n // (2 * len(SHORT_TASKS)), L, 100 * seed + i, pool, short_lengths
+    k = n // (2 * len(SHORT_TASKS))
+    task_rows = row_builders.iter_task_sft_rows
+    parts = {  # name -> (rows, maker of that many): the counts are the shares
+        task: (
+            k,
+            partial(
+                task_rows,
+                task,
+                tokenizer,
+                seq_len=L,
+                seed=100 * seed + i,
+                pool=pool,
+                lengths=short_lengths,
+            ),
         )
-    ]
-    long_rows = row_builders.task_sft_rows(
-        "self_instruct", tokenizer, n - len(short_rows), L, seed, pool, (2 * W, L - 1), lm_loss
+        for i, task in enumerate(SHORT_TASKS)
+    }
+    parts["long self-instruct"] = (
+        n - k * len(SHORT_TASKS),
+        partial(
+            task_rows,
+            "self_instruct",
+            tokenizer,
+            seq_len=L,
+            seed=seed,
+            pool=pool,
+            lengths=(2 * W, L - 1),
+            loss_on_inputs=lm_loss,
+        ),
     )
-    rows = short_rows + long_rows
-    random.Random(seed).shuffle(rows)
-    return rows
+    spec = [ch.tokens.key, tokenizer.key, seed, lm_loss, short_lengths, 2 * W]
+    return row_builders.mixed(parts, n, seed, sft.stream_rows, L, spec)
 
 
 def instruction_tune(ch, abf_run, sft: train.Recipe, seed: int, lm_loss: bool):

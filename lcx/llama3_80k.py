@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import json
 import math
 import random
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +104,13 @@ def recipe(profile: str, W: int) -> train.Recipe:
     )
 
 
-def training_rows(ch, qlora: train.Recipe, seed: int):
+def training_rows(ch, qlora: train.Recipe, seed: int, n: int | None = None):
     """(rows, long-QA conversations): §2's mix in the paper's proportions (:data:`SHARES`):
     synthetic long-QA conversations of 64-80% of the target length (the four families of
     :func:`lcx.tasks.long_qa`, each from text of its kind), short LM rows (the RedPajama
-    stand-in) and short instructions (the LongAlpaca stand-in)."""
+    stand-in) and short instructions (the LongAlpaca stand-in); ``n`` rows, by default the
+    recipe's. At paper scale (a streaming recipe: 20,000 rows of 80K, ~45 GB) the rows are a
+    :class:`lcx.rows.Stream` and the conversations None (:func:`mix_sample` makes rows to look at)."""
     W, L, tokenizer, tokens = ch.W, FACTOR * ch.W, ch.tokenizer, ch.tokens
     have = set(tokens["train"]["domain"])
     train_pool = evaluate.pool(tokenizer, tokens, "train")
@@ -120,36 +124,81 @@ def training_rows(ch, qlora: train.Recipe, seed: int):
             tokenizer, tokens["train"], domains=["books"] if "books" in have else None
         ),
     }
-    rng, convs = random.Random(seed), []
+    stream = qlora.stream_rows and n is None
+    n = qlora.steps * qlora.rows_per_step if n is None else n
+    convs = None if stream else []
+    lm = dataclasses.replace(qlora, seed=seed, formats={})
+    parts = {
+        "long QA": partial(
+            _long_qa_rows, tokenizer=tokenizer, L=L, seed=seed, pools=family_pools, convs=convs
+        ),
+        "short LM": partial(
+            _short_lm_rows, split=tokens["train"], recipe=lm, bos=tokenizer.bos_token_id
+        ),
+        "instructions": partial(
+            _instruction_rows, tokenizer=tokenizer, W=W, L=L, seed=seed, pool=train_pool, mix=stream
+        ),
+    }
+    parts = {k: (SHARES[k], make) for k, make in parts.items()}
+    spec = [tokens.key, tokenizer.key, qlora.config(), seed]
+    return row_builders.mixed(parts, n, seed, stream, L, spec), convs
 
-    def long_qa(n):
-        for i in range(n):
-            family = tasks.LONG_QA_FAMILIES[i % len(tasks.LONG_QA_FAMILIES)]
-            length = rng.randint(int(0.64 * L), int(0.8 * L))  # paper: 64-80% of the target
-            convs.append(
-                tasks.long_qa(
-                    tokenizer, length, rng.randrange(10**6), "train", family_pools[family], family
-                )
-            )
-        return row_builders.conversation_rows(convs, L, tokenizer.pad_token_id)
 
-    def short_lm(n):
-        lm = dataclasses.replace(qlora, seed=seed, formats={})
-        return row_builders.packed_rows(tokens["train"], lm, tokenizer.bos_token_id, n)
+def _long_qa_rows(count: int, tokenizer, L: int, seed: int, pools: dict, convs: list | None):
+    """``count`` rows of long-QA conversations (the families in turn, 64-80% of ``L``), one
+    conversation per row; ``convs`` collects the conversations."""
+    rng = random.Random(seed)
+    for i in range(count):
+        family = tasks.LONG_QA_FAMILIES[i % len(tasks.LONG_QA_FAMILIES)]
+        length = rng.randint(int(0.64 * L), int(0.8 * L))  # paper: 64-80% of the target
+        conv = tasks.long_qa(
+            tokenizer, length, rng.randrange(10**6), "train", pools[family], family
+        )
+        if convs is not None:
+            convs.append(conv)
+        yield from row_builders.iter_conversation_rows([conv], L, tokenizer.pad_token_id)
 
-    def instructions(n):
-        return [
-            row
-            for i, (task, k) in enumerate((("self_instruct", n // 2), ("doc_qa", n - n // 2)))
-            for row in row_builders.task_sft_rows(
-                task, tokenizer, k, L, 10 * seed + i, train_pool, (W, 4 * W)
-            )
-        ]
 
-    parts = {"long QA": long_qa, "short LM": short_lm, "instructions": instructions}
-    n = qlora.steps * qlora.rows_per_step
-    rows = row_builders.mix_rows({k: (SHARES[k], make) for k, make in parts.items()}, n, seed)
-    return rows, convs
+def _short_lm_rows(count: int, split, recipe: train.Recipe, bos: int):
+    """``count`` packed LM rows of ``recipe`` (no task formats)."""
+    return itertools.islice(row_builders.iter_packed_rows(split, recipe, bos), count)
+
+
+def _instruction_rows(count: int, tokenizer, W: int, L: int, seed: int, pool, mix: bool):
+    """``count`` short instruction rows, half self-instruct and half document QA of ``W``-``4W``
+    tokens: one kind after the other, or with ``mix`` interleaved (:func:`lcx.rows.iter_mix`, for
+    a stream, which is not shuffled again)."""
+    kinds = (("self_instruct", count // 2), ("doc_qa", count - count // 2))
+    makers = {
+        task: (
+            k,
+            partial(
+                row_builders.iter_task_sft_rows,
+                task,
+                tokenizer,
+                seq_len=L,
+                seed=10 * seed + i,
+                pool=pool,
+                lengths=(W, 4 * W),
+            ),
+        )
+        for i, (task, k) in enumerate(kinds)
+    }
+    if mix:
+        return row_builders.iter_mix(makers, count, seed)
+    return itertools.chain.from_iterable(make(k) for k, make in makers.values())
+
+
+MIX_SAMPLE = 400  # rows of the mix that Q5's composition reads when the rows are a stream
+
+
+def mix_sample(ch, qlora: train.Recipe, seed: int, rows, convs):
+    """The rows Q5's composition and checks read, and their conversations: the training rows
+    themselves when they are in memory; on a streaming recipe :data:`MIX_SAMPLE` rows made by the
+    same code and shares (rounded to whole rows)."""
+    if convs is not None:
+        return rows, convs
+    return training_rows(ch, qlora, seed, n=MIX_SAMPLE)
 
 
 def row_kind(row: dict, contexts: dict) -> str:
@@ -214,11 +263,12 @@ def mix_checks(rows, convs) -> dict:
     return checks
 
 
-def composition(rows, convs, L: int) -> dict:
-    """What the mix holds (Q5): rows, conversations, their length and turns, and the shares of
-    each kind of row (:func:`mix_shares`)."""
+def composition(rows, convs, L: int, n_rows: int | None = None) -> dict:
+    """What the mix holds (Q5): rows (``n_rows`` when ``rows`` are a sample of them,
+    :func:`mix_sample`), conversations, their length and turns, and the shares of each kind of
+    row (:func:`mix_shares`)."""
     return {
-        "rows": len(rows),
+        "rows": len(rows) if n_rows is None else n_rows,
         "long QA conversations": len(convs),
         "mean conversation length / L": float(np.mean([c.length for c in convs]) / L),
         "turns per conversation": float(np.mean([len(c.turns) for c in convs])),

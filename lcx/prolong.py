@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -287,16 +288,18 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
     instruction rows (Table 8), its folder."""
     L, W = 8 * ch.W, ch.W
     pool = evaluate.pool(ch.tokenizer, ch.tokens, "train")
-    parts = {
-        "short chat": (1 - synthetic, lambda k: short_chat(ch, k, seed, task_names)),
-        "synthetic long": (
-            synthetic,
-            lambda k: row_builders.synthetic_long_rows(
-                ch.tokenizer, k, L, seed, pool, (2 * W, L - 1)
-            ),
-        ),
-    }
-    rows = row_builders.mix_rows(parts, sft.steps * sft.rows_per_step, seed)
+    stream = sft.stream_rows  # paper scale (1B tokens at 64K): made as the trainer reads them
+    if stream and ch.profile in ("gpu", "paper"):
+        chat = partial(
+            row_builders.iter_chat_template_rows, data.ultrachat, ch.tokenizer, seq_len=L
+        )
+    else:
+        chat = partial(short_chat, ch, seed=seed, task_names=task_names)
+    make = row_builders.iter_synthetic_long_rows if stream else row_builders.synthetic_long_rows
+    synth = partial(make, ch.tokenizer, seq_len=L, seed=seed, pool=pool, lengths=(2 * W, L - 1))
+    parts = {"short chat": (1 - synthetic, chat), "synthetic long": (synthetic, synth)}
+    spec = [ch.tokens.key, ch.tokenizer.key, seed, list(task_names), synthetic, "ultrachat_200k"]
+    rows = row_builders.mixed(parts, sft.steps * sft.rows_per_step, seed, stream, L, spec)
     return train.fine_tune(
         run, ch.tokenizer, dataclasses.replace(sft, seed=seed), f"prolong-sft-{ch.profile}", rows
     )

@@ -29,11 +29,19 @@ The kinds of rows the papers train on:
   shuffled together, as Llama-3 80K's and ProLong's mixes are stated.
 
 Rows handed to :func:`lcx.train.run` are hashed into the run's cache key (:func:`rows_key`).
+
+**Streams.** At paper scale the rows do not fit in memory (ProLong's 5B tokens at 64K, Llama-3
+80K's 20,000 rows of 80K: tens of GB), so the gpu/paper profiles hand the trainer rows made as it
+reads them: :class:`RowStream` (packed and long/short rows from the tokenized split on disk) and
+:class:`Stream` (any builder's ``iter_*`` generator: SFT, conversation, chat-template, windowed and
+mixed rows). Each ``iter_*`` makes the rows of its list builder, in the same order, one at a time;
+a mix made as it is read (:func:`iter_mix`) has the list mix's parts and counts but another order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import random
@@ -41,7 +49,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import attention, tasks
+from . import attention, cache, tasks
 
 if TYPE_CHECKING:  # a row builder reads a recipe's fields; lcx.train imports this module
     from .train import Recipe
@@ -185,12 +193,59 @@ class RowStream(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def seq_len(self) -> int:
+        return self.recipe.seq_len
+
     def key(self) -> str:
         """What the rows are made from, hashed (a run's key without making every row): the split's
         fingerprint, the recipe, the BOS id, the count and the long/short parts."""
         source = getattr(self.tokens, "_fingerprint", None) or rows_key_of_lists(self.tokens)
         spec = [source, self.recipe.config(), self.bos_id, self.n, sorted(self.long_short.items())]
         return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """``n`` rows of ``seq_len`` tokens from ``make(*args)`` (an iterator of rows, such as a
+    builder's ``iter_*``), made as they are read: what a run trains on when its rows would not fit
+    in memory. Every pass calls ``make`` again and makes the same rows in the same order, so a
+    resumed run and every rank see what one pass would; ``list(stream)`` is the rows in memory.
+
+    ``spec`` is everything the rows depend on besides the code (the corpus' and tokenizer's cache
+    keys, the seed, the lengths): with the fingerprint of the code that makes them (``rows``,
+    ``tasks`` and ``make``'s module) it is the rows' key (:func:`rows_key`), so a run's cache key
+    does not need the rows made. ``make`` and ``args`` must pickle (module-level functions and
+    ``functools.partial``), as a launched run sends the stream to its ranks."""
+
+    def __init__(self, n: int, seq_len: int, spec, make, *args):
+        self.n, self.seq_len, self.spec, self.make, self.args = n, seq_len, spec, make, args
+
+    def __iter__(self):
+        count = 0
+        for row in itertools.islice(self.make(*self.args), self.n):
+            if len(row["input_ids"]) != self.seq_len:
+                raise ValueError(f"a row of {len(row['input_ids'])} tokens, not {self.seq_len}")
+            count += 1
+            yield row
+        if count < self.n:
+            raise ValueError(f"{_name(self.make)} made {count} rows, not {self.n}")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def key(self) -> str:
+        code = cache.code_fingerprint("rows", "tasks", _root(self.make).__module__)
+        spec = [_name(self.make), self.n, self.seq_len, self.spec, code]
+        return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
+def _root(make):
+    return _root(make.func) if isinstance(make, functools.partial) else make
+
+
+def _name(make) -> str:
+    f = _root(make)
+    return f"{f.__module__}.{f.__qualname__}"
 
 
 def rows_key_of_lists(tokens: dict) -> str:
@@ -332,18 +387,19 @@ def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) 
     example is a (prompt ids, response ids) pair, or a list of such pairs (the turns of one
     conversation, trained on every response). The loss is on responses only, or on inputs too
     (Llama 2 Long Table 9). Examples longer than ``seq_len`` are dropped."""
-    rows, ids, pos, labels, weights = [], [], [], [], []
+    return list(iter_sft_rows(examples, seq_len, pad_id, loss_on_inputs))
 
-    def flush():
-        rows.append(_padded_row(ids, pos, labels, weights, seq_len, pad_id))
 
+def iter_sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False):
+    """:func:`sft_rows`' rows one at a time, from ``examples`` (which may be a stream)."""
+    ids, pos, labels, weights = [], [], [], []
     for example in examples:
         turns = [example] if isinstance(example, tuple) else list(example)
         n = sum(len(p) + len(r) for p, r in turns)
         if n > seq_len:
             continue
         if len(ids) + n > seq_len:
-            flush()
+            yield _padded_row(ids, pos, labels, weights, seq_len, pad_id)
             ids, pos, labels, weights = [], [], [], []
         pos += list(range(n))
         for i, (prompt, response) in enumerate(turns):
@@ -352,8 +408,7 @@ def sft_rows(examples, seq_len: int, pad_id: int, loss_on_inputs: bool = False) 
             labels += [IGNORE, *prompt[1:], *response] if i == 0 else [*prompt, *response]
             weights += [1.0 if loss_on_inputs else 0.0] * len(prompt) + [1.0] * len(response)
     if ids:
-        flush()
-    return rows
+        yield _padded_row(ids, pos, labels, weights, seq_len, pad_id)
 
 
 def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
@@ -361,7 +416,11 @@ def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
     padded to ``seq_len``; the loss is on the answers only, as Llama-3 80K fine-tunes the model to
     answer every question of a context's conversation. Conversations longer than ``seq_len`` are
     dropped."""
-    rows = []
+    return list(iter_conversation_rows(conversations, seq_len, pad_id))
+
+
+def iter_conversation_rows(conversations, seq_len: int, pad_id: int):
+    """:func:`conversation_rows`' rows one at a time."""
     for conv in conversations:
         ids, weights = list(conv.context_ids), [0.0] * len(conv.context_ids)
         for question, answer in conv.turns:
@@ -370,8 +429,7 @@ def conversation_rows(conversations, seq_len: int, pad_id: int) -> list[dict]:
         if len(ids) > seq_len:
             continue
         labels = [IGNORE if w == 0 else t for t, w in zip(ids, weights, strict=True)]
-        rows.append(_padded_row(ids, list(range(len(ids))), labels, weights, seq_len, pad_id))
-    return rows
+        yield _padded_row(ids, list(range(len(ids))), labels, weights, seq_len, pad_id)
 
 
 def task_sft_rows(
@@ -387,19 +445,41 @@ def task_sft_rows(
     """``n_rows`` fine-tuning rows of ``task`` (:mod:`lcx.tasks` training seeds, example lengths
     drawn uniformly from ``lengths``, by default [seq_len / 4, seq_len)), packed by
     :func:`sft_rows`; the loss is on the answers only unless ``loss_on_inputs``."""
+    return list(
+        iter_task_sft_rows(task, tokenizer, n_rows, seq_len, seed, pool, lengths, loss_on_inputs)
+    )
+
+
+def iter_task_sft_rows(
+    task: str,
+    tokenizer,
+    n_rows: int,
+    seq_len: int,
+    seed: int,
+    pool=None,
+    lengths: tuple[int, int] | None = None,
+    loss_on_inputs: bool = False,
+):
+    """:func:`task_sft_rows`' rows one at a time."""
     lo, hi = lengths or (seq_len // 4, seq_len - 1)
     if not 0 < lo <= hi < seq_len:
         raise ValueError(f"lengths={lengths!r} must satisfy 0 < lo <= hi < seq_len={seq_len}")
-    rng, examples, total = random.Random(seed), [], 0
-    while total < n_rows * seq_len:
+    examples = _task_examples(task, tokenizer, n_rows * seq_len, lo, hi, seed, pool)
+    rows = iter_sft_rows(examples, seq_len, tokenizer.pad_token_id, loss_on_inputs)
+    return itertools.islice(rows, n_rows)
+
+
+def _task_examples(task: str, tokenizer, n_tokens: int, lo: int, hi: int, seed: int, pool):
+    """(prompt, answer) examples of ``task`` at lengths drawn from [lo, hi], ``n_tokens`` in all."""
+    rng, total = random.Random(seed), 0
+    while total < n_tokens:
         try:
             length = rng.randint(lo, hi)
             ex = tasks.training_example(task, tokenizer, length, rng, pool)
         except ValueError:  # too short for this task's prompt: the longest allowed
             ex = tasks.training_example(task, tokenizer, hi, rng, pool)
-        examples.append((ex.prompt_ids, ex.answer_ids))
+        yield (ex.prompt_ids, ex.answer_ids)
         total += ex.length
-    return sft_rows(examples, seq_len, tokenizer.pad_token_id, loss_on_inputs)[:n_rows]
 
 
 # --- chat and synthetic instruction rows: ProLong's SFT data ----------------------------------------
@@ -467,6 +547,22 @@ def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> l
     every assistant message is a response with the loss on it; everything before it (system and
     user turns, the template's markup) is prompt. ``conversations`` may be a stream: it is read
     until ``n_rows`` rows are full."""
+    rows = list(iter_chat_template_rows(conversations, tokenizer, n_rows, seq_len))
+    if len(rows) < n_rows:
+        raise ValueError(f"the conversations filled {len(rows)} rows of {seq_len}, not {n_rows}")
+    return rows
+
+
+def iter_chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int):
+    """:func:`chat_template_rows`' rows one at a time (``conversations``: an iterable, or a
+    function that returns one, such as :func:`lcx.data.ultrachat`, for a stream that pickles)."""
+    examples = _chat_examples(conversations, tokenizer, n_rows * seq_len, seq_len)
+    return itertools.islice(iter_sft_rows(examples, seq_len, tokenizer.pad_token_id), n_rows)
+
+
+def _chat_examples(conversations, tokenizer, n_tokens: int, seq_len: int):
+    """Each conversation's turns (prompt, assistant message) as the chat template renders them,
+    until ``n_tokens`` tokens."""
 
     def render(messages, generation_prompt=False):
         out = tokenizer.apply_chat_template(
@@ -474,8 +570,8 @@ def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> l
         )
         return list(out["input_ids"] if hasattr(out, "keys") else out)
 
-    examples, total = [], 0
-    for messages in conversations:
+    total = 0
+    for messages in conversations() if callable(conversations) else conversations:
         turns, done = [], []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
@@ -489,14 +585,10 @@ def chat_template_rows(conversations, tokenizer, n_rows: int, seq_len: int) -> l
             turns.append((prefix[len(done) :], full[len(prefix) :]))
             done = full
         if turns and len(done) <= seq_len:  # longer ones would be dropped by sft_rows
-            examples.append(turns)
+            yield turns
             total += len(done)
-        if total >= n_rows * seq_len:
+        if total >= n_tokens:
             break
-    rows = sft_rows(examples, seq_len, tokenizer.pad_token_id)
-    if len(rows) < n_rows:
-        raise ValueError(f"the conversations filled {len(rows)} rows of {seq_len}, not {n_rows}")
-    return rows[:n_rows]
 
 
 # ProLong §5: its synthetic long instruction data is 40% QA, 30% RAG and 30% summarization.
@@ -520,6 +612,29 @@ def synthetic_long_rows(
         for i, (task, share) in enumerate(shares.items())
     }
     return mix_rows(parts, n_rows, seed)
+
+
+def iter_synthetic_long_rows(
+    tokenizer, n_rows: int, seq_len: int, seed: int, pool, lengths: tuple[int, int], shares=None
+):
+    """:func:`synthetic_long_rows`' parts and counts made as they are read (:func:`iter_mix`)."""
+    shares = SYNTHETIC_LONG if shares is None else shares
+    parts = {
+        task: (
+            share,
+            functools.partial(
+                iter_task_sft_rows,
+                task,
+                tokenizer,
+                seq_len=seq_len,
+                seed=1000 * seed + i,
+                pool=pool,
+                lengths=lengths,
+            ),
+        )
+        for i, (task, share) in enumerate(shares.items())
+    }
+    return iter_mix(parts, n_rows, seed)
 
 
 # --- mixes ---------------------------------------------------------------------------------------
@@ -561,14 +676,50 @@ def mix_rows(parts: dict, n: int, seed: int) -> list[dict]:
     return rows
 
 
-def at_window(rows: list[dict], W: int) -> list[dict]:
+def iter_mix(parts: dict, n: int, seed: int):
+    """:func:`mix_rows` made as it is read: ``parts`` maps a name to ``(share, make)``, where
+    ``make(count)`` returns an iterator of ``count`` rows; the counts are :func:`mix_rows`' and
+    the order of the parts is shuffled by ``seed``, each part's rows coming in the order ``make``
+    makes them (a list mix shuffles the rows themselves, which needs them all at once)."""
+    counts = share_counts({k: share for k, (share, _) in parts.items()}, n)
+    labels = [name for name in parts for _ in range(counts[name])]
+    random.Random(seed).shuffle(labels)
+    made = {name: iter(make(counts[name])) for name, (_, make) in parts.items() if counts[name]}
+    for name in labels:
+        row = next(made[name], None)
+        if row is None:
+            raise ValueError(f"part {name!r} made fewer rows than the {counts[name]} asked")
+        yield row
+
+
+def mixed(parts: dict, n: int, seed: int, stream: bool, seq_len: int, spec):
+    """A mix of ``parts`` (name -> ``(share, make)``, ``make(count)`` an iterator of rows, as for
+    :func:`iter_mix`): :func:`mix_rows`' list, or with ``stream`` a :class:`Stream` of
+    :func:`iter_mix` keyed by ``spec`` (paper scale)."""
+    if stream:
+        return Stream(n, seq_len, spec, iter_mix, parts, n, seed)
+    lists = {k: (share, lambda c, make=make: list(make(c))) for k, (share, make) in parts.items()}
+    return mix_rows(lists, n, seed)
+
+
+def at_window(rows, W: int):
+    """:func:`iter_at_window`'s pieces of ``rows``: a list for a list, a :class:`Stream` for a
+    stream (:class:`RowStream` or :class:`Stream`)."""
+    if isinstance(rows, RowStream | Stream):
+        if rows.seq_len % W:
+            raise ValueError(f"a row of {rows.seq_len} tokens does not cut into pieces of {W}")
+        spec = [rows_key(rows), W]
+        return Stream(len(rows) * (rows.seq_len // W), W, spec, iter_at_window, rows, W)
+    return list(iter_at_window(rows, W))
+
+
+def iter_at_window(rows, W: int):
     """Training rows cut into rows of ``W`` tokens (every row into ``len // W`` pieces, in order):
     the same tokens, labels and loss weights, none further than ``W`` from its context. Position
     ids restart at 0 in each piece and wherever they restarted before (a packed document's start).
     The controls trained at the native window see exactly the tokens an extension trains on
     (Together's T2, Llama-3 80K's Q4); a piece's first token has no context before it, so one
     target in ``W`` is lost at each cut."""
-    out = []
     for row in rows:
         n = len(row["input_ids"])
         if n % W:
@@ -580,14 +731,13 @@ def at_window(rows: list[dict], W: int) -> list[dict]:
             starts[1:] = pos[1:] != pos[:-1] + 1
             first = torch.cummax(torch.where(starts, torch.arange(W), 0), 0).values
             piece["position_ids"] = torch.arange(W) - first
-            out.append(piece)
-    return out
+            yield piece
 
 
 def rows_key(rows: list[dict]) -> str:
     """A short hash of rows' content (every tensor's bytes, keys in order): a run trained on
-    ready-made rows has it in its cache key. A :class:`RowStream` is keyed by what makes it."""
-    if isinstance(rows, RowStream):
+    ready-made rows has it in its cache key. A stream is keyed by what makes it."""
+    if isinstance(rows, RowStream | Stream):
         return rows.key()
     h = hashlib.sha256()
     for row in rows:

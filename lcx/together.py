@@ -203,9 +203,11 @@ def extend(ch, phase1, phase2, finetune, seed: int, tasks=FINETUNE_TASKS) -> dic
                 save_every=50,
             )
         )
-        rows = row_builders.task_sft_rows(
-            task, tokenizer, rec.steps * rec.rows_per_step, L, seed, pool
-        )
+        n = rec.steps * rec.rows_per_step
+        spec = [tokens.key, tokenizer.key, task, seed]
+        make = row_builders.iter_task_sft_rows
+        rows = row_builders.Stream(n, L, spec, make, task, tokenizer, n, L, seed, pool)
+        rows = rows if rec.stream_rows else list(rows)  # paper scale: made as they are read
         runs[task] = train.fine_tune(r2, tokenizer, rec, f"together-ft-{task}-{profile}", rows)
     return runs
 
@@ -296,13 +298,9 @@ def control(ch, phase1, phase2, seed: int) -> dict:
     runs, start, key = {}, ch.base_ref.load(), ch.base_ref.key
     for phase, recipe in (("control1", phase1), ("control2", phase2)):
         long = dataclasses.replace(recipe, seed=seed)
-        rows = row_builders.packed_rows(
-            ch.tokens["train"],
-            long,
-            tokenizer.bos_token_id,
-            long.steps * long.rows_per_step,
-            tokenizer,
-        )
+        n, bos = long.steps * long.rows_per_step, tokenizer.bos_token_id
+        rows = row_builders.RowStream(ch.tokens["train"], long, bos, n, tokenizer)
+        rows = rows if long.stream_rows else list(rows)  # paper scale: ~1e9 tokens
         native = dataclasses.replace(long, seq_len=W)  # same tokens and batch tokens: same steps
         run = train.run(
             start,

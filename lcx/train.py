@@ -87,8 +87,9 @@ class Recipe:
     # pass, so a pass holds one piece's logits, not 10 bytes per position and vocabulary entry
     # (Llama 3's 128K vocabulary at 64K positions: 84 GB). Same loss; not part of the run's key.
     loss_chunk: int | None = None
-    # Make the packed rows as the trainer reads them (lcx.rows.RowStream) instead of all at once:
-    # paper-scale runs, whose rows would not fit in memory. The same rows; not part of the key.
+    # Make the rows as the trainer reads them instead of all at once: paper-scale runs, whose rows
+    # would not fit in memory (packed rows: lcx.rows.RowStream; the chapters' SFT, mixed and
+    # windowed rows: lcx.rows.Stream). Not part of the recipe's key: the rows are.
     stream_rows: bool = False
 
     @property
@@ -668,6 +669,11 @@ def run(
         raise ValueError(f"lora quantize={lora['quantize']!r}: only 'nf4' (QLoRA) is supported")
     if lora.get("backend", "peft") not in ("peft", "unsloth"):
         raise ValueError(f"lora backend={lora['backend']!r}: 'peft' or 'unsloth'")
+    streamed = isinstance(rows, row_builders.RowStream | row_builders.Stream)
+    if streamed and len(rows) < recipe.steps * recipe.rows_per_step:
+        raise ValueError(
+            f"a stream of {len(rows)} rows for a run of {recipe.steps * recipe.rows_per_step}"
+        )
     config = {
         "recipe": recipe.config(),
         # not where the model was loaded from: the same model in another cache is the same run
@@ -688,7 +694,7 @@ def run(
         work.mkdir(parents=True, exist_ok=True)
         n_rows = recipe.steps * recipe.rows_per_step
         split = None if rows is not None else tokens["train"] if "train" in tokens else tokens
-        if isinstance(rows, row_builders.RowStream):
+        if isinstance(rows, row_builders.RowStream | row_builders.Stream):
             data = rows
         elif rows is not None:
             data = rows[:n_rows]
@@ -997,10 +1003,15 @@ def find_run(name: str) -> Path | None:
 
 def _save_rows(data, spec: Path) -> None:
     """The rows for every rank of a launch: a list as ``rows.pt``; a :class:`lcx.rows.RowStream`
-    over a tokenized split on disk as where that split is (every rank makes the same rows from
-    it; accelerate's loader reads them on the main rank)."""
+    over a tokenized split on disk as where that split is, a :class:`lcx.rows.Stream` pickled
+    (its maker and arguments: a memory-mapped split pickles as its files). Every rank makes the
+    same rows; accelerate's loader reads them on the main rank."""
     files = getattr(getattr(data, "tokens", None), "cache_files", None)
-    if isinstance(data, row_builders.RowStream) and files:
+    if isinstance(data, row_builders.Stream):
+        import pickle
+
+        (spec / "stream.pkl").write_bytes(pickle.dumps(data))
+    elif isinstance(data, row_builders.RowStream) and files:
         data.tokenizer.save_pretrained(spec / "tokenizer")
         where = {
             "split": str(Path(files[0]["filename"]).parent),
@@ -1015,7 +1026,11 @@ def _save_rows(data, spec: Path) -> None:
 
 def _load_rows(spec: Path, recipe: Recipe):
     """:func:`_save_rows`' rows in a rank: the list (``weights_only``: tensors, never code), or
-    the stream rebuilt from the split on disk."""
+    the stream rebuilt from the split on disk, or unpickled (this run's own file)."""
+    if (spec / "stream.pkl").is_file():
+        import pickle
+
+        return pickle.loads((spec / "stream.pkl").read_bytes())
     if not (spec / "stream.json").is_file():
         return torch.load(spec / "rows.pt", weights_only=True)
     import datasets

@@ -80,6 +80,40 @@ def test_training_rows_mix_long_conversations_with_short_data(tiny):
     assert checks["multi-turn conversations"][0]
 
 
+def test_paper_scale_rows_stream_the_same_mix_and_q5_reads_a_sample(tiny, monkeypatch):
+    """At paper scale (20,000 rows of 80K) the mix is a stream: the same number of rows of each
+    kind and the same long-QA conversations as the list; Q5's composition reads a sample made by
+    the same code, or the rows themselves when they are in memory."""
+    import collections
+    import dataclasses
+
+    tok, tokens = tiny
+    ch = SimpleNamespace(W=128, tokenizer=tok, tokens=tokens)
+    qlora = dataclasses.replace(llama3_80k.recipe("tiny", 128), tokens=1280 * 2 * 10)
+    rows, convs = llama3_80k.training_rows(ch, qlora, 0)
+    streaming = dataclasses.replace(qlora, stream_rows=True)
+    stream, none = llama3_80k.training_rows(ch, streaming, 0)
+    assert isinstance(stream, row_builders.Stream) and none is None
+    assert len(stream) == len(rows) == 20
+    contexts = {tuple(c.context_ids): c.meta["family"] for c in convs}
+    streamed = list(stream)
+
+    def kinds(rs):
+        return collections.Counter(llama3_80k.row_kind(r, contexts) for r in rs)
+
+    assert kinds(streamed) == kinds(rows) and kinds(rows)["instructions"] > 1
+    qa = [r for r in streamed if llama3_80k.row_kind(r, contexts) in tasks.LONG_QA_FAMILIES]
+    assert len(qa) == len(convs)  # every streamed conversation is one of the list's
+    assert llama3_80k.mix_sample(ch, qlora, 0, rows, convs) == (rows, convs)
+    monkeypatch.setattr(llama3_80k, "MIX_SAMPLE", 12)
+    sample, sample_convs = llama3_80k.mix_sample(ch, streaming, 0, stream, none)
+    assert isinstance(sample, list) and len(sample) == 12 and sample_convs
+    summary = llama3_80k.composition(sample, sample_convs, 1280, len(stream))
+    assert summary["rows"] == 20
+    controls = row_builders.at_window(stream, 128)  # Q4's control reads the stream cut at W
+    assert isinstance(controls, row_builders.Stream) and len(controls) == 200
+
+
 def test_row_kind_reads_each_kind_of_row():
     """Hand-made rows: an LM row (every token a target), a conversation row (its context first),
     instruction rows (prompt and response pairs)."""

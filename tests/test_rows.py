@@ -368,3 +368,138 @@ def test_a_row_streams_key_is_what_makes_it(tiny):
     other = row_builders.RowStream(t["train"], dataclasses.replace(recipe, seed=1), 1, 10)
     assert row_builders.rows_key(other) != key
     assert row_builders.rows_key(row_builders.RowStream(t["train"], recipe, 1, 11)) != key
+
+
+def _chat_template(tok, monkeypatch):
+    monkeypatch.setattr(
+        tok,
+        "chat_template",
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}",
+    )
+    return [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
+
+
+def test_row_generators_make_rows_one_at_a_time_from_endless_sources(tiny, monkeypatch):
+    """Paper-scale SFT data (a billion tokens) is made as it is read: asking a generator for rows
+    of a run of 10^9 rows, or over an endless stream of conversations, returns its first rows at
+    once, and they are the first rows of a small list built the same way."""
+    import itertools
+
+    tok, t = tiny
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    huge = row_builders.iter_task_sft_rows("doc_qa", tok, 10**9, 512, 3, pool)
+    first = list(itertools.islice(huge, 3))
+    small = row_builders.task_sft_rows("doc_qa", tok, 3, 512, 3, pool)
+    assert _same(first, small)
+    chat = _chat_template(tok, monkeypatch)
+    endless = row_builders.iter_chat_template_rows(itertools.repeat(chat), tok, 10**9, 256)
+    rows = list(itertools.islice(endless, 2))
+    assert len(rows) == 2 and all(len(r["input_ids"]) == 256 for r in rows)
+    # a function that returns the stream (what pickles: data.ultrachat) reads the same
+    again = row_builders.iter_chat_template_rows(lambda: itertools.repeat(chat), tok, 2, 256)
+    assert _same(list(again), rows)
+
+
+def test_a_stream_makes_its_rows_again_each_pass_pickles_and_checks_its_count(tiny):
+    """What a launched run sends its ranks: the same rows on every pass and after pickling; a
+    maker that runs short or makes rows of another length fails loudly."""
+    import functools
+    import pickle
+
+    tok, t = tiny
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    spec = ["tiny", "doc_qa", 3]
+    stream = row_builders.Stream(
+        4, 512, spec, row_builders.iter_task_sft_rows, "doc_qa", tok, 4, 512, 3, pool
+    )
+    rows = list(stream)
+    assert len(stream) == 4 and len(rows) == 4 and _same(list(stream), rows)
+    back = pickle.loads(pickle.dumps(stream))
+    assert _same(list(back), rows) and back.key() == stream.key()
+    assert _same(rows, row_builders.task_sft_rows("doc_qa", tok, 4, 512, 3, pool))
+    short = row_builders.Stream(
+        5, 512, spec, row_builders.iter_task_sft_rows, "doc_qa", tok, 4, 512, 3, pool
+    )
+    with pytest.raises(ValueError, match="made 4 rows, not 5"):
+        list(short)
+    wrong = row_builders.Stream(
+        4, 256, spec, row_builders.iter_task_sft_rows, "doc_qa", tok, 4, 512, 3, pool
+    )
+    with pytest.raises(ValueError, match="not 256"):
+        list(wrong)
+    # partials of module-level makers pickle too (the mixes' parts)
+    part = functools.partial(
+        row_builders.iter_task_sft_rows, "doc_qa", tok, seq_len=512, seed=3, pool=pool
+    )
+    mixed = row_builders.Stream(4, 512, spec, row_builders.iter_mix, {"qa": (1, part)}, 4, 0)
+    assert _same(list(pickle.loads(pickle.dumps(mixed))), list(mixed))
+
+
+def test_a_streams_key_is_its_spec_count_and_maker_not_its_arguments_objects(tiny):
+    tok, _ = tiny
+    make = row_builders.iter_sft_rows
+
+    def key(*a, **k):
+        return row_builders.rows_key(row_builders.Stream(*a, **k))
+
+    base = key(2, 64, ["a", 1], make, [], 64, 0)
+    assert key(2, 64, ["a", 1], make, [([1], [2])], 64, 0) == base  # the spec says what it is
+    assert key(2, 64, ["a", 2], make, [], 64, 0) != base
+    assert key(3, 64, ["a", 1], make, [], 64, 0) != base
+    assert key(2, 32, ["a", 1], make, [], 64, 0) != base
+    assert key(2, 64, ["a", 1], row_builders.iter_conversation_rows, [], 64, 0) != base
+
+
+def test_a_mix_made_as_read_has_the_list_mixs_parts_and_counts_in_a_seeded_order():
+    def part(name):
+        def make(n):
+            return iter([{"part": name, "i": i} for i in range(n)])
+
+        return make
+
+    parts = {"long": (0.6, part("long")), "short": (0.4, part("short"))}
+    rows = list(row_builders.iter_mix(parts, 50, seed=1))
+    as_lists = {k: (share, lambda n, m=m: list(m(n))) for k, (share, m) in parts.items()}
+    listed = row_builders.mix_rows(as_lists, 50, 1)
+    key = lambda r: (r["part"], r["i"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(listed, key=key)  # the same rows, counts by share
+    for name in ("long", "short"):  # each part's rows in the order it makes them
+        assert [r["i"] for r in rows if r["part"] == name] == sorted(
+            r["i"] for r in rows if r["part"] == name
+        )
+    labels = [r["part"] for r in rows]
+    assert labels != sorted(labels) and labels != sorted(labels, reverse=True)  # interleaved
+    assert rows == list(row_builders.iter_mix(parts, 50, seed=1))
+    assert rows != list(row_builders.iter_mix(parts, 50, seed=2))
+    short = {"long": (1.0, lambda n: iter([{}] * (n - 1)))}
+    with pytest.raises(ValueError, match="fewer rows"):
+        list(row_builders.iter_mix(short, 30, seed=0))
+    for stream in (False, True):  # with a row's length, as a stream checks it
+        sized = {
+            k: (share, lambda n, m=m: ({**r, "input_ids": [0]} for r in m(n)))
+            for k, (share, m) in parts.items()
+        }
+        made = row_builders.mixed(sized, 50, 1, stream, 1, ["x"])
+        assert sorted(map(key, made)) == sorted(map(key, listed))
+        assert isinstance(made, row_builders.Stream) == stream
+
+
+def test_a_stream_cut_at_the_window_is_the_list_cut_at_the_window(tiny):
+    """The native-window controls at paper scale (T2, Q4): a stream of long rows cut into
+    ``W``-token rows is, row for row, the list of those rows cut by :func:`at_window`."""
+    tok, t = tiny
+    recipe = train.Recipe(seq_len=512, tokens=1, batch_tokens=512, lr=1e-3, seed=2)
+    stream = row_builders.RowStream(t["train"], recipe, tok.bos_token_id, 6, tok)
+    cut = row_builders.at_window(stream, 128)
+    assert isinstance(cut, row_builders.Stream) and len(cut) == 24
+    listed = row_builders.at_window(list(stream), 128)
+    assert _same(list(cut), listed)
+    twice = row_builders.at_window(cut, 64)
+    assert len(twice) == 48 and _same(list(twice), row_builders.at_window(listed, 64))
+    assert row_builders.rows_key(cut) != row_builders.rows_key(twice)
+    with pytest.raises(ValueError, match="does not cut"):
+        row_builders.at_window(stream, 100)

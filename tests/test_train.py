@@ -15,7 +15,7 @@ import pytest
 import torch
 from code_edits import edit_source
 
-from lcx import attention, cache, data, models, train
+from lcx import attention, cache, data, models, tasks, train
 from lcx import rows as row_builders
 
 RUN = """
@@ -948,3 +948,26 @@ def test_streamed_rows_train_the_model_the_list_trains(tiny_setup, tmp_path, mon
     made, remade = list(stream), list(again)
     assert len(made) == len(remade) == 12
     assert all(torch.equal(a[k], b[k]) for a, b in zip(made, remade, strict=True) for k in a)
+
+
+def test_a_launch_hands_its_ranks_a_stream_of_sft_rows_not_the_rows(tiny_setup, tmp_path):
+    """Paper-scale SFT, mixed and windowed rows (lcx.rows.Stream) go to a launch's ranks as
+    their maker, not as rows; every rank makes the same rows. A stream shorter than the run is
+    refused before training."""
+    tok, t = tiny_setup
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    make = row_builders.iter_task_sft_rows
+    stream = row_builders.Stream(6, 256, ["s"], make, "doc_qa", tok, 6, 256, 1, pool)
+    spec = tmp_path / "launch"
+    spec.mkdir()
+    train._save_rows(stream, spec)
+    assert not (spec / "rows.pt").exists() and (spec / "stream.pkl").stat().st_size < 10**7
+    recipe = train.Recipe(seq_len=256, tokens=256 * 6, batch_tokens=256 * 2, lr=1e-3)
+    again = train._load_rows(spec, recipe)
+    made, remade = list(stream), list(again)
+    assert len(made) == len(remade) == 6
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(made, remade, strict=True) for k in a)
+    model = models.new_model(models.tiny_config("tiny", len(tok), 256, 248.0), seed=0)
+    longer = dataclasses.replace(recipe, tokens=256 * 8)
+    with pytest.raises(ValueError, match="a stream of 6 rows for a run of 8"):
+        train.run(model, None, tok, longer, inputs=["i"], name="s", rows=stream)
