@@ -125,6 +125,12 @@ GATE_SUITE_N = {"tiny": 2, "cpu": 40, "gpu": 40}
 GATE_WINDOWS = {"tiny": 8, "cpu": 1024, "gpu": 96}
 
 
+def gate_n(profile: str, sizes: dict) -> int:
+    """A gate sample size of ``profile`` (one of the tables above); the rehearsal's random
+    stand-ins take the tiny profile's (``make rehearsal``: the code path, not the numbers)."""
+    return pick("tiny" if rehearsal() else profile, **sizes)
+
+
 def window(profile: str, name: str = "llama2") -> int:
     """The native window W of base model ``name`` on ``profile``: the stand-ins' on tiny and cpu
     (every stand-in is trained at the same W), the released model's on gpu (Llama 2's 4,096,
@@ -276,7 +282,7 @@ def passkey_exact(profile: str, ref: evaluate.Ref, tokenizer, length: int) -> fl
     """Passkey exact match at ``length`` over the gate's depths and examples (at W, the gate's
     own evaluation, :func:`_gate_passkey`; cached)."""
     examples = evaluate.passkey_examples(
-        ref, tokenizer, [length], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
+        ref, tokenizer, [length], GATE_DEPTHS, gate_n(profile, GATE_PASSKEY_N)
     )
     return float(examples["exact"].mean())
 
@@ -284,7 +290,7 @@ def passkey_exact(profile: str, ref: evaluate.Ref, tokenizer, length: int) -> fl
 def _gate_passkey(profile: str, ref: evaluate.Ref, tokenizer, name: str = "llama2"):
     """The gate's passkey examples at W (:func:`lcx.evaluate.passkey_examples`, cached)."""
     return evaluate.passkey_examples(
-        ref, tokenizer, [window(profile, name)], GATE_DEPTHS, pick(profile, **GATE_PASSKEY_N)
+        ref, tokenizer, [window(profile, name)], GATE_DEPTHS, gate_n(profile, GATE_PASSKEY_N)
     )
 
 
@@ -486,9 +492,9 @@ def base_gate(profile: str, ref: evaluate.Ref, tokenizer, tokens, name: str = "l
 
     W = window(profile, name)
     passkey = _gate_passkey(profile, ref, tokenizer, name)
-    far = evaluate.far_context(ref, tokenizer, tokens, W, pick(profile, **GATE_WINDOWS))
+    far = evaluate.far_context(ref, tokenizer, tokens, W, gate_n(profile, GATE_WINDOWS))
     suite = evaluate.suite_examples(
-        ref, tokenizer, tokens, tasks.PROBES, [W], pick(profile, **GATE_SUITE_N)
+        ref, tokenizer, tokens, tasks.PROBES, [W], gate_n(profile, GATE_SUITE_N)
     )
     return gate(passkey, far, suite, W)
 

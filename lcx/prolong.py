@@ -56,7 +56,8 @@ ABLATIONS = {  # Fig. 1/3 (long share), Table 4 (sources), Table 18 (base), Tabl
     "RoPE base = NTK": {"base": "ntk"},
     "no document masking": {"masking": False},
 }
-TINY_ABLATIONS = ("ProLong recipe", "long 100%", "no document masking")  # every code path
+# every code path: the tiny profile's ablations, and the rehearsal's (make rehearsal)
+TINY_ABLATIONS = ("ProLong recipe", "long 100%", "no document masking")
 LONG_SHARES = {"long 40%": 0.4, "ProLong recipe": 0.6, "long 80%": 0.8, "long 100%": 1.0}
 # Evaluation lengths in units of W. The ablations average 32K and 64K (§2.1); Table 10 averages
 # 32K, 64K and 128K: over Llama-3's 8K window, 4W, 8W and 16W.
@@ -208,10 +209,9 @@ def long_documents(tokens, L: int) -> pd.DataFrame:
 def ablations(profile: str, domains, skip=()) -> tuple[dict, list]:
     """(the ablations this profile runs, those skipped for want of their long data); an ablation
     in ``skip`` (:func:`lcx.plan.skipped`: only out-of-reach parts use it) is not run."""
+    few = profile == "tiny" or rehearsal()
     chosen = {
-        k: v
-        for k, v in ABLATIONS.items()
-        if (profile != "tiny" or k in TINY_ABLATIONS) and k not in skip
+        k: v for k, v in ABLATIONS.items() if (not few or k in TINY_ABLATIONS) and k not in skip
     }
     missing = sorted(k for k, v in chosen.items() if not set(v.get("long_mix", LONG)) & domains)
     return {k: v for k, v in chosen.items() if k not in missing}, missing
@@ -224,9 +224,12 @@ def run_name(name: str, profile: str) -> str:
 _DOCS: dict[str, dict] = {}
 
 
-def training_documents(tokens) -> dict:
+def training_documents(tokens):
     """The training split's documents as plain lists (ids and domain), read once per corpus:
-    every run's rows are drawn from them."""
+    every run's rows are drawn from them; a split too large for memory
+    (:func:`lcx.tasks.in_memory`) as it is, read a document at a time."""
+    if not tasks.in_memory(tokens["train"]):
+        return tokens["train"]
     if tokens.key not in _DOCS:
         _DOCS[tokens.key] = tokens["train"].select_columns(["input_ids", "domain"]).to_dict()
     return _DOCS[tokens.key]

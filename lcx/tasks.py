@@ -44,6 +44,7 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -65,19 +66,77 @@ class Example:
         return len(self.prompt_ids) + len(self.answer_ids)
 
 
-class Pool:
-    """Documents (token id lists) to cut real text from, longest first, with sentence boundaries."""
+# A tokenized split of more tokens than this is read a document at a time (a pool's text, ProLong's
+# training documents): at paper scale PG-19's books alone are ~2B tokens, ~70 GB as Python lists.
+IN_MEMORY_TOKENS = 10**8
 
-    def __init__(self, tokenizer, docs: list[list[int]], min_tokens: int = 64):
+
+def in_memory(split) -> bool:
+    """Whether a tokenized split (:func:`lcx.data.tokenize`'s ``datasets.Dataset``, or a dict of
+    lists, always) is small enough to read into memory: up to :data:`IN_MEMORY_TOKENS` (none in
+    the rehearsal, ``make rehearsal``, so that it runs the paper-scale path)."""
+    from .profiles import rehearsal
+
+    if not hasattr(split, "select_columns"):
+        return True
+    return not rehearsal() and sum(split["n_tokens"]) <= IN_MEMORY_TOKENS
+
+
+class Documents(Sequence):
+    """Documents of a tokenized split (a memory-mapped ``datasets.Dataset``), each read when it is
+    asked for: rows ``indices`` of the split, of ``lengths`` tokens. A slice is another
+    :class:`Documents`; a document is its list of token ids."""
+
+    def __init__(self, split, indices, lengths):
+        self.split = split.select_columns(["input_ids"])
+        self.indices, self.lengths = list(indices), list(lengths)
+
+    def take(self, order) -> Documents:
+        out = Documents.__new__(Documents)
+        out.split = self.split
+        out.indices = [self.indices[i] for i in order]
+        out.lengths = [self.lengths[i] for i in order]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(range(len(self))[i])
+        return self.split[self.indices[i]]["input_ids"]
+
+
+class Pool:
+    """Documents (token id lists) to cut real text from, longest first, with sentence boundaries;
+    ``lengths``: their token counts. A :class:`Documents` is read a document at a time."""
+
+    def __init__(self, tokenizer, docs, min_tokens: int = 64):
         self.tokenizer = tokenizer
-        self.docs = sorted((d for d in docs if len(d) >= min_tokens), key=len, reverse=True)
+        if not isinstance(docs, Documents):
+            docs = list(docs)
+        lengths = docs.lengths if isinstance(docs, Documents) else [len(d) for d in docs]
+        keep = [i for i, n in enumerate(lengths) if n >= min_tokens]
+        order = sorted(keep, key=lengths.__getitem__, reverse=True)  # stable: ties keep order
+        self.lengths = [lengths[i] for i in order]
+        self.docs = docs.take(order) if isinstance(docs, Documents) else [docs[i] for i in order]
         if not self.docs:
             raise ValueError(f"a task pool needs documents of at least {min_tokens} tokens")
         self.enders = _sentence_enders(tokenizer)
 
     @classmethod
     def from_tokens(cls, tokenizer, tokens, domains=None, min_tokens: int = 64) -> Pool:
-        """A pool from one split of :func:`lcx.data.tokenize` (short documents left out)."""
+        """A pool from one split of :func:`lcx.data.tokenize` (short documents left out); a split
+        too large for memory (:func:`in_memory`) is read a document at a time."""
+        if not in_memory(tokens):
+            keep = [
+                i
+                for i, d in enumerate(tokens["domain"])
+                if d != "short" and (domains is None or d in domains)
+            ]
+            n_tokens = tokens["n_tokens"]
+            docs = Documents(tokens, keep, [n_tokens[i] for i in keep])
+            return cls(tokenizer, docs, min_tokens)
         docs = [
             ids
             for ids, d in zip(tokens["input_ids"], tokens["domain"], strict=True)
@@ -107,10 +166,10 @@ class Pool:
         (when the pool has few documents), for up to ``max_parts`` pieces with 4+ sentences."""
         if not hasattr(self, "_classes"):
             pieces = (  # every document's first piece before any document's second
-                d[i : i + part]
-                for i in range(0, len(self.docs[0]), part)
-                for d in self.docs
-                if len(d) > i
+                self.docs[j][i : i + part]
+                for i in range(0, self.lengths[0], part)
+                for j, n in enumerate(self.lengths)
+                if n > i
             )
             self._classes = []
             for piece in pieces:
@@ -697,7 +756,7 @@ def biography(tokenizer, length: int, seed: int, split="train", pool=None, turns
     question = "Write a short biography of {}: quote the first two sentences about them."
     reserved = len(_qa_ids(tokenizer, [(question.format("Someone"), "")])[0][0]) + 100
     room = _context_room(length, head, reserved, "biography")
-    books = [d for d in pool.docs if len(d) >= room] or pool.docs[:1]
+    books = pool.docs[: max(1, sum(n >= room for n in pool.lengths))]  # longest first
     for _ in range(50):
         context = list(books[rng.randrange(len(books))][:room])
         name = _character(tokenizer, context)

@@ -347,3 +347,43 @@ def test_json_kv_fits_its_length_when_the_asked_pair_outgrows_the_probe():
                 text = tok.decode(ex.prompt_ids, skip_special_tokens=True)
                 obj = json.loads(text.split("JSON data:\n")[1].split("\n\nWhat")[0])
                 assert obj[text.split("value of key ")[1].split("?")[0]] == ex.answer
+
+
+def test_a_pool_too_large_for_memory_reads_documents_one_at_a_time_and_makes_the_same_text(
+    tiny, monkeypatch
+):
+    """At paper scale (PG-19's books: ~2B tokens) a pool holds no document lists: it reads one
+    document at a time from the memory-mapped split, never a column whole, pickles without its
+    text, and every task and long-QA family makes the same examples from it as from lists."""
+    import pickle
+
+    import datasets
+
+    tok, t = tiny
+    split = t["train"]
+    assert tasks.in_memory(split)
+    listed = tasks.Pool.from_tokens(tok, split)
+    monkeypatch.setattr(tasks, "IN_MEMORY_TOKENS", 0)
+    assert not tasks.in_memory(split) and tasks.in_memory({"input_ids": [], "domain": []})
+    real = datasets.Dataset.__getitem__
+
+    def no_whole_column(self, key):
+        if key == "input_ids":
+            raise AssertionError("the pool read the input_ids column whole")
+        return real(self, key)
+
+    monkeypatch.setattr(datasets.Dataset, "__getitem__", no_whole_column)
+    lazy = tasks.Pool.from_tokens(tok, split)
+    assert isinstance(lazy.docs, tasks.Documents) and lazy.lengths == listed.lengths
+    assert len(pickle.dumps(lazy)) < len(pickle.dumps(listed)) / 4
+    assert lazy.classes() == listed.classes()
+    for name, task in tasks.TASKS.items():
+        if not task.needs_pool:
+            continue
+        for seed in range(2):
+            a = tasks.generate(name, tok, 1000, 0.5, seed, "train", listed)
+            b = tasks.generate(name, tok, 1000, 0.5, seed, "train", lazy)
+            assert (a.prompt_ids, a.answer_ids) == (b.prompt_ids, b.answer_ids), name
+    for family in tasks.LONG_QA_FAMILIES:
+        a = tasks.long_qa(tok, 1500, 1, "train", listed, family)
+        assert a == tasks.long_qa(tok, 1500, 1, "train", lazy, family), family
