@@ -100,6 +100,7 @@ def recipe(profile: str, W: int) -> train.Recipe:
             ),  # 8 x 80K a pass: ~170 GB of logits
             # the loss in pieces of positions: 80K x 128K logits are 105 GB (lcx.train.ChunkedLoss)
             loss_chunk=pick(profile, tiny=L // 4, cpu=None, gpu=8192),
+            stream_rows=profile in ("gpu", "paper"),  # 20,000 rows of 80K: ~45 GB a seed
         )
     )
 

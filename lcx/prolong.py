@@ -171,6 +171,7 @@ def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
         gradient_checkpointing=stage1.gradient_checkpointing,
         loss_chunk=stage1.loss_chunk,
         parallel=sharded,
+        stream_rows=stage1.stream_rows,  # 1B tokens at 64K: ~28 GB of rows
     )
     return train.rehearsed(stage1), train.rehearsed(stage2), train.rehearsed(sft)
 
@@ -194,7 +195,7 @@ def recipe_summary(stage1, stage2, sft, b0: float, bases: dict, W: int) -> dict:
 def long_documents(tokens, L: int) -> pd.DataFrame:
     """Table 3's question for our corpus: which sources have training documents of ``L`` tokens."""
     lengths = pd.DataFrame(
-        {"domain": tokens["train"]["domain"], "tokens": map(len, tokens["train"]["input_ids"])}
+        {"domain": tokens["train"]["domain"], "tokens": list(tokens["train"]["n_tokens"])}
     )
     return (
         lengths.assign(
@@ -291,8 +292,9 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
     instruction rows (Table 8), its folder."""
     L, W = 8 * ch.W, ch.W
     pool = evaluate.pool(ch.tokenizer, ch.tokens, "train")
-    stream = sft.stream_rows  # paper scale (1B tokens at 64K): made as the trainer reads them
-    if stream and ch.profile in ("gpu", "paper"):
+    # paper scale (1B tokens at 64K): made as the trainer reads them
+    stream = sft.stream_rows and ch.profile in ("gpu", "paper")
+    if stream:
         chat = partial(
             row_builders.iter_chat_template_rows, data.ultrachat, ch.tokenizer, seq_len=L
         )

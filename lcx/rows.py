@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import itertools
 import random
 from typing import TYPE_CHECKING
@@ -117,7 +118,12 @@ def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None):
     formats = [(t, share) for t, share in recipe.formats.items() if share > 0]
     pool = None
     if any(tasks.TASKS[t].needs_pool for t, _ in formats):  # (reads the mixture's documents)
-        pool = tasks.Pool(tokenizer, [get(i) for docs in by_domain.values() for i in docs])
+        chosen = [i for docs in by_domain.values() for i in docs]
+        if tasks.in_memory(tokens):
+            pool = tasks.Pool(tokenizer, [get(i) for i in chosen])
+        else:  # paper scale: a document at a time
+            docs = tasks.Documents(tokens, chosen, [lengths[i] for i in chosen])
+            pool = tasks.Pool(tokenizer, docs)
     while True:
         u, task = rng.random(), None
         for t, share in formats:
@@ -234,8 +240,10 @@ class Stream(torch.utils.data.IterableDataset):
         return self.n
 
     def key(self) -> str:
-        code = cache.code_fingerprint("rows", "tasks", _root(self.make).__module__)
-        spec = [_name(self.make), self.n, self.seq_len, self.spec, code]
+        makers = [self.make, *_makers(self.args)]  # the maker and every maker in its arguments
+        code = cache.code_fingerprint("rows", "tasks", *{_root(m).__module__ for m in makers})
+        values = [_name(self.make), *_values(self.args)]
+        spec = [values, self.n, self.seq_len, self.spec, code]
         return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
 
 
@@ -246,6 +254,38 @@ def _root(make):
 def _name(make) -> str:
     f = _root(make)
     return f"{f.__module__}.{f.__qualname__}"
+
+
+def _makers(x) -> list:
+    """The functions in a stream's arguments (a mix's parts, partials' own arguments)."""
+    if isinstance(x, functools.partial):
+        return [x, *_makers(x.args), *_makers(x.keywords)]
+    if inspect.isroutine(x):
+        return [x]
+    if isinstance(x, dict):
+        return _makers(list(x.values()))
+    if isinstance(x, list | tuple):
+        return [m for v in x for m in _makers(v)]
+    return []
+
+
+def _values(x):
+    """What a stream's arguments say beside its spec: functions by name, numbers, strings and
+    recipes (their config) through lists, dicts and partials; other objects (a tokenizer, a
+    pool, a split) are the spec's to name."""
+    if isinstance(x, functools.partial):
+        return [_name(x), _values(x.args), _values(x.keywords)]
+    if isinstance(x, dict):
+        return {str(k): _values(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_values(v) for v in x]
+    if isinstance(x, bool | int | float | str | type(None)):
+        return x
+    if hasattr(x, "config") and dataclasses.is_dataclass(x):
+        return x.config()
+    if inspect.isroutine(x):
+        return _name(x)
+    return type(x).__name__
 
 
 def rows_key_of_lists(tokens: dict) -> str:

@@ -134,7 +134,7 @@ class Pool:
                 for i, d in enumerate(tokens["domain"])
                 if d != "short" and (domains is None or d in domains)
             ]
-            n_tokens = tokens["n_tokens"]
+            n_tokens = list(tokens["n_tokens"])
             docs = Documents(tokens, keep, [n_tokens[i] for i in keep])
             return cls(tokenizer, docs, min_tokens)
         docs = [

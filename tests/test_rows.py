@@ -439,19 +439,33 @@ def test_a_stream_makes_its_rows_again_each_pass_pickles_and_checks_its_count(ti
     assert _same(list(pickle.loads(pickle.dumps(mixed))), list(mixed))
 
 
-def test_a_streams_key_is_its_spec_count_and_maker_not_its_arguments_objects(tiny):
+def test_a_streams_key_is_what_makes_it_and_what_its_spec_names(tiny):
+    """A stream's key (its run's cache key) changes with its spec, count, length, maker, the
+    numbers and functions in its arguments (a mix's shares and parts, a partial's keywords) and
+    their code; objects it cannot hash (a tokenizer, a pool, a split) are the spec's to name."""
+    import copy
+    import functools
+
     tok, _ = tiny
-    make = row_builders.iter_sft_rows
+    make = row_builders.iter_task_sft_rows
 
-    def key(*a, **k):
-        return row_builders.rows_key(row_builders.Stream(*a, **k))
+    def key(*a):
+        return row_builders.rows_key(row_builders.Stream(*a))
 
-    base = key(2, 64, ["a", 1], make, [], 64, 0)
-    assert key(2, 64, ["a", 1], make, [([1], [2])], 64, 0) == base  # the spec says what it is
-    assert key(2, 64, ["a", 2], make, [], 64, 0) != base
-    assert key(3, 64, ["a", 1], make, [], 64, 0) != base
-    assert key(2, 32, ["a", 1], make, [], 64, 0) != base
-    assert key(2, 64, ["a", 1], row_builders.iter_conversation_rows, [], 64, 0) != base
+    base = key(2, 64, ["a", 1], make, "doc_qa", tok, 2, 64, 0)
+    assert key(2, 64, ["a", 1], make, "doc_qa", copy.deepcopy(tok), 2, 64, 0) == base
+    assert key(2, 64, ["a", 2], make, "doc_qa", tok, 2, 64, 0) != base
+    assert key(3, 64, ["a", 1], make, "doc_qa", tok, 2, 64, 0) != base
+    assert key(2, 32, ["a", 1], make, "doc_qa", tok, 2, 64, 0) != base
+    assert key(2, 64, ["a", 1], make, "doc_qa", tok, 2, 64, 1) != base  # the seed
+    assert key(2, 64, ["a", 1], row_builders.iter_sft_rows, [], 64, 0) != base
+
+    def mix(share, task="doc_qa", seed=0):
+        part = functools.partial(make, task, tok, seq_len=64, seed=seed)
+        return key(2, 64, ["m"], row_builders.iter_mix, {"a": (share, part)}, 2, 0)
+
+    assert mix(1) == mix(1) != mix(2)
+    assert mix(1, task="json_kv") != mix(1) != mix(1, seed=1)
 
 
 def test_a_mix_made_as_read_has_the_list_mixs_parts_and_counts_in_a_seeded_order():
