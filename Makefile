@@ -129,9 +129,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lcx tests notebooks scripts conftest.py
 
 # The tests keep their own cache and results, under .cache/test (conftest.py sets LCX_CACHE and
-# LCX_RESULTS for every pytest run, nbmake's chapters included): never the book's.
+# LCX_RESULTS for every pytest run, nbmake's chapters included): never the book's. Then the
+# rehearsal of the gpu profile (below; its own cache under .cache/rehearsal).
 test: lint
 	LCX_PROFILE=tiny $(BIN)/pytest -n 2 tests --nbmake notebooks
+	$(BIN)/python scripts/rehearsal.py
 
 # make chapter always runs the chapter (after what it reads, when that is out of date). With PARAMS
 # its notebook is executed-custom.ipynb: make book renders and counts as done only a run with the
