@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -458,35 +457,13 @@ def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool) -> list[dict]:
     short_lengths = pick(ch.profile, tiny=(160, 250), cpu=(W // 2, W), gpu=(W // 4, W))
     n = sft.steps * sft.rows_per_step
     k = n // (2 * len(SHORT_TASKS))
-    task_rows = row_builders.iter_task_sft_rows
+    part = row_builders.task_part
     parts = {  # name -> (rows, maker of that many): the counts are the shares
-        task: (
-            k,
-            partial(
-                task_rows,
-                task,
-                tokenizer,
-                seq_len=L,
-                seed=100 * seed + i,
-                pool=pool,
-                lengths=short_lengths,
-            ),
-        )
+        task: (k, part(task, tokenizer, L, 100 * seed + i, pool, short_lengths))
         for i, task in enumerate(SHORT_TASKS)
     }
-    parts["long self-instruct"] = (
-        n - k * len(SHORT_TASKS),
-        partial(
-            task_rows,
-            "self_instruct",
-            tokenizer,
-            seq_len=L,
-            seed=seed,
-            pool=pool,
-            lengths=(2 * W, L - 1),
-            loss_on_inputs=lm_loss,
-        ),
-    )
+    long = part("self_instruct", tokenizer, L, seed, pool, (2 * W, L - 1), lm_loss)
+    parts["long self-instruct"] = (n - k * len(SHORT_TASKS), long)
     spec = [ch.tokens.key, tokenizer.key, seed, lm_loss, short_lengths, 2 * W]
     return row_builders.mixed(parts, n, seed, sft.stream_rows, L, spec)
 

@@ -171,18 +171,7 @@ def _instruction_rows(count: int, tokenizer, W: int, L: int, seed: int, pool, mi
     a stream, which is not shuffled again)."""
     kinds = (("self_instruct", count // 2), ("doc_qa", count - count // 2))
     makers = {
-        task: (
-            k,
-            partial(
-                row_builders.iter_task_sft_rows,
-                task,
-                tokenizer,
-                seq_len=L,
-                seed=10 * seed + i,
-                pool=pool,
-                lengths=(W, 4 * W),
-            ),
-        )
+        task: (k, row_builders.task_part(task, tokenizer, L, 10 * seed + i, pool, (W, 4 * W)))
         for i, (task, k) in enumerate(kinds)
     }
     if mix:

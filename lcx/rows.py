@@ -509,6 +509,21 @@ def iter_task_sft_rows(
     return itertools.islice(rows, n_rows)
 
 
+def task_part(task: str, tokenizer, seq_len: int, seed: int, pool, lengths, loss_on_inputs=False):
+    """A mix's part of ``task``'s SFT rows (:func:`iter_mix`): ``make(count)`` makes ``count``
+    rows by :func:`iter_task_sft_rows`; a partial, so a stream that holds it pickles."""
+    return functools.partial(
+        iter_task_sft_rows,
+        task,
+        tokenizer,
+        seq_len=seq_len,
+        seed=seed,
+        pool=pool,
+        lengths=lengths,
+        loss_on_inputs=loss_on_inputs,
+    )
+
+
 def _task_examples(task: str, tokenizer, n_tokens: int, lo: int, hi: int, seed: int, pool):
     """(prompt, answer) examples of ``task`` at lengths drawn from [lo, hi], ``n_tokens`` in all."""
     rng, total = random.Random(seed), 0
@@ -660,18 +675,7 @@ def iter_synthetic_long_rows(
     """:func:`synthetic_long_rows`' parts and counts made as they are read (:func:`iter_mix`)."""
     shares = SYNTHETIC_LONG if shares is None else shares
     parts = {
-        task: (
-            share,
-            functools.partial(
-                iter_task_sft_rows,
-                task,
-                tokenizer,
-                seq_len=seq_len,
-                seed=1000 * seed + i,
-                pool=pool,
-                lengths=lengths,
-            ),
-        )
+        task: (share, task_part(task, tokenizer, seq_len, 1000 * seed + i, pool, lengths))
         for i, (task, share) in enumerate(shares.items())
     }
     return iter_mix(parts, n_rows, seed)
