@@ -1,5 +1,6 @@
 # Long-Context, Reproduced. `make book` runs every chapter on the cpu profile and renders the book;
-# `make test` runs the unit tests and every chapter on the tiny profile. Both create .venv if needed.
+# `make test` runs the unit tests, every chapter on the tiny profile and the gpu profile's rehearsal.
+# Both create .venv if needed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,7 +37,7 @@ LCX := $(wildcard lcx/*.py)
 .PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench gpu-check rehearsal clean
 help:
 	@echo "make book     run every chapter on PROFILE=$(PROFILE) with papermill and render _build/html"
-	@echo "make test     unit tests + every chapter on the tiny profile (nbmake)"
+	@echo "make test     unit tests + every chapter on the tiny profile (nbmake) + make rehearsal"
 	@echo "make lock     refresh requirements/*.txt (the pinned environment); then: make test"
 	@echo "make test-transformers-5.17   transformers-sensitive tests on transformers 5.17"
 	@echo "make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value' | PARAMS='-f params.yaml']"

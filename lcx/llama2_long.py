@@ -448,10 +448,11 @@ def sft_recipe(profile: str, W: int) -> train.Recipe:
     )
 
 
-def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool) -> list[dict]:
+def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool):
     """§4.3's mix (App. D): half short instruction rows (answers only) and half self-instruct
     long QA of ``2W``-``8W`` tokens from training documents, with the LM loss on the long input
-    (``lm_loss``) or on the answers only; shuffled."""
+    (``lm_loss``) or on the answers only; shuffled (a list), or at paper scale a
+    :class:`lcx.rows.Stream` whose parts are interleaved (:func:`lcx.rows.iter_mix`)."""
     W, L, tokenizer = ch.W, 8 * ch.W, ch.tokenizer
     pool = evaluate.pool(tokenizer, ch.tokens, "train")
     short_lengths = pick(ch.profile, tiny=(160, 250), cpu=(W // 2, W), gpu=(W // 4, W))

@@ -111,7 +111,8 @@ def training_rows(ch, qlora: train.Recipe, seed: int, n: int | None = None):
     :func:`lcx.tasks.long_qa`, each from text of its kind), short LM rows (the RedPajama
     stand-in) and short instructions (the LongAlpaca stand-in); ``n`` rows, by default the
     recipe's. At paper scale (a streaming recipe: 20,000 rows of 80K, ~45 GB) the rows are a
-    :class:`lcx.rows.Stream` and the conversations None (:func:`mix_sample` makes rows to look at)."""
+    :class:`lcx.rows.Stream` and the conversations None; given ``n``, a list of ``n`` rows with
+    their conversations, streaming or not (:func:`mix_sample`'s rows to look at)."""
     W, L, tokenizer, tokens = ch.W, FACTOR * ch.W, ch.tokenizer, ch.tokens
     have = set(tokens["train"]["domain"])
     train_pool = evaluate.pool(tokenizer, tokens, "train")
@@ -257,8 +258,10 @@ def composition(rows, convs, L: int, n_rows: int | None = None) -> dict:
     """What the mix holds (Q5): rows (``n_rows`` when ``rows`` are a sample of them,
     :func:`mix_sample`), conversations, their length and turns, and the shares of each kind of
     row (:func:`mix_shares`)."""
+    sample = {} if n_rows in (None, len(rows)) else {"rows read (a sample)": len(rows)}
     return {
         "rows": len(rows) if n_rows is None else n_rows,
+        **sample,
         "long QA conversations": len(convs),
         "mean conversation length / L": float(np.mean([c.length for c in convs]) / L),
         "turns per conversation": float(np.mean([len(c.turns) for c in convs])),

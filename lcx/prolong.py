@@ -29,6 +29,7 @@ from . import (
     claims,
     data,
     evaluate,
+    hub,
     models,
     pretrained,
     rope,
@@ -303,7 +304,15 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
     make = row_builders.iter_synthetic_long_rows if stream else row_builders.synthetic_long_rows
     synth = partial(make, ch.tokenizer, seq_len=L, seed=seed, pool=pool, lengths=(2 * W, L - 1))
     parts = {"short chat": (1 - synthetic, chat), "synthetic long": (synthetic, synth)}
-    spec = [ch.tokens.key, ch.tokenizer.key, seed, list(task_names), synthetic, "ultrachat_200k"]
+    ultrachat = "HuggingFaceH4/ultrachat_200k"  # lcx.data.ultrachat's, at its pinned commit
+    spec = [
+        ch.tokens.key,
+        ch.tokenizer.key,
+        seed,
+        list(task_names),
+        synthetic,
+        hub.revision(ultrachat),
+    ]
     rows = row_builders.mixed(parts, sft.steps * sft.rows_per_step, seed, stream, L, spec)
     return train.fine_tune(
         run, ch.tokenizer, dataclasses.replace(sft, seed=seed), f"prolong-sft-{ch.profile}", rows

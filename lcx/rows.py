@@ -78,7 +78,7 @@ def _documents(tokens):
     if hasattr(tokens, "select_columns"):
         domains = tokens["domain"]
         if "n_tokens" in tokens.column_names:
-            lengths = tokens["n_tokens"]
+            lengths = list(tokens["n_tokens"])
         else:
             lengths = [len(x) for x in tokens.select_columns(["input_ids"])["input_ids"]]
         ids = tokens.select_columns(["input_ids"])

@@ -77,8 +77,8 @@ def in_memory(split) -> bool:
     the rehearsal, ``make rehearsal``, so that it runs the paper-scale path)."""
     from .profiles import rehearsal
 
-    if not hasattr(split, "select_columns"):
-        return True
+    if not hasattr(split, "select_columns") or "n_tokens" not in split.column_names:
+        return True  # lists, or a split lcx.data.tokenize did not make
     return not rehearsal() and sum(split["n_tokens"]) <= IN_MEMORY_TOKENS
 
 

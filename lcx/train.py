@@ -490,7 +490,7 @@ def gpu_layout(profile: str) -> dict:
     """``Recipe`` fields that fit a full fine-tune of a 7-8B model on gpu: one row per pass (a
     step's rows accumulate, the loss still token-averaged), activation checkpointing, and every
     GPU of the machine with FSDP2 (AdamW's states alone are ~112 GB for 7B, more than one GPU
-    holds), rows streamed (:class:`lcx.rows.RowStream`). On tiny and cpu: one process, the rows
+    holds), rows streamed (:class:`lcx.rows.RowStream`, :class:`lcx.rows.Stream`). On tiny and cpu: one process, the rows
     of a step in one pass, made before training, as before."""
     if profile not in ("gpu", "paper"):
         return {
@@ -648,13 +648,14 @@ def run(
     recipe: Recipe,
     inputs: list[str],
     name: str = "run",
-    rows: list[dict] | None = None,
+    rows=None,  # list[dict], lcx.rows.Stream or lcx.rows.RowStream
 ):
     """Train ``model`` by ``recipe`` on ``tokens`` (from :func:`lcx.data.tokenize`), cached.
 
     ``inputs``: the cache keys this run depends on (tokens, tokenizer, initial model). ``rows``:
     ready-made training rows (:mod:`lcx.rows`, e.g. :func:`lcx.rows.sft_rows`) used instead of
-    packing ``tokens``; their content is part of the cache key. Returns the run folder: ``model/``
+    packing ``tokens``; their content is part of the cache key (a stream's, :class:`lcx.rows.Stream`
+    or :class:`lcx.rows.RowStream`: what makes it). Returns the run folder: ``model/``
     (``save_pretrained``, LoRA merged), ``recipe.json`` and ``log.json`` (loss per step). A run
     interrupted at any point resumes from its last checkpoint when called again.
     """
@@ -978,7 +979,7 @@ def _quiet_weights(fn):
     return quiet
 
 
-def fine_tune(start: Path, tokenizer, recipe: Recipe, name: str, rows: list[dict]) -> Path:
+def fine_tune(start: Path, tokenizer, recipe: Recipe, name: str, rows) -> Path:
     """``start``'s model trained further on ``rows`` (instruction or task tuning, no corpus): a run
     of its own, keyed by the tokenizer, the run it starts from, the recipe and the rows."""
     return run(

@@ -82,20 +82,26 @@ def run_chapter(name: str, env: dict) -> tuple[bool, float, str]:
     return proc.returncode == 0, time.perf_counter() - start, (proc.stdout + proc.stderr)[-4000:]
 
 
-def main(chapters: list[str]) -> int:
-    unknown = [c for c in chapters if c not in PARAMS]
-    if unknown:
-        raise SystemExit(f"unknown chapters {unknown}; choose among {list(PARAMS)}")
-    env = {
+def environment() -> dict:
+    """The chapters' environment: the rehearsal switch, the stand-ins, no hub, no GPU, and the
+    rehearsal's own cache and results, set in this process too before the stand-ins are built
+    (the tiny corpus they come from is cached there, never in the book's ``.cache/lcx``)."""
+    os.environ.update({"LCX_CACHE": str(OUT / "cache"), "LCX_RESULTS": str(OUT / "results")})
+    return {
         **os.environ,
         "LCX_REHEARSAL": "1",
         "LCX_HUB_MIRROR": str(build_mirror(OUT)),
-        "LCX_CACHE": str(OUT / "cache"),
-        "LCX_RESULTS": str(OUT / "results"),
         "CUDA_VISIBLE_DEVICES": "",  # a CPU rehearsal even on a machine with a GPU
         "HF_HUB_OFFLINE": "1",  # nothing reaches the hub: a name the mirror lacks fails loudly
         "HF_DATASETS_OFFLINE": "1",
     }
+
+
+def main(chapters: list[str]) -> int:
+    unknown = [c for c in chapters if c not in PARAMS]
+    if unknown:
+        raise SystemExit(f"unknown chapters {unknown}; choose among {list(PARAMS)}")
+    env = environment()
     failed = []
     for name in chapters or list(PARAMS):
         ok, seconds, tail = run_chapter(name, env)

@@ -5,6 +5,8 @@ weights ZeRO-3 saves, where evaluation puts its inputs, and each base model's wi
 project's venv and on the transformers 5.17 venv (make test-transformers-5.17)."""
 
 import dataclasses
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -504,6 +506,56 @@ def test_the_rehearsal_runs_gpu_recipes_at_toy_size_and_only_on_a_cpu(monkeypatc
         train.check_layout(recipe)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU: no rehearsal
     assert not rehearsal() and train.rehearsed(full) is full
+
+
+def test_the_rehearsals_trims_stay_in_the_rehearsal(monkeypatch):
+    """The rehearsal (random stand-ins) takes the tiny gate sizes, ProLong's three tiny ablations
+    and the paper-scale path for every split; a real gpu run takes the gpu sizes, every ablation,
+    and reads a small split into memory."""
+    import datasets
+
+    from lcx import prolong, tasks
+
+    domains = {"code", "books"}
+    small = datasets.Dataset.from_dict({"input_ids": [[1, 2]], "n_tokens": [2]})
+    monkeypatch.delenv("LCX_REHEARSAL", raising=False)
+    assert pretrained.gate_n("gpu", pretrained.GATE_SUITE_N) == 40
+    assert list(prolong.ablations("gpu", domains)[0]) == list(prolong.ABLATIONS)
+    assert tasks.in_memory(small)
+    monkeypatch.setenv("LCX_REHEARSAL", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pretrained.gate_n("gpu", pretrained.GATE_SUITE_N) == pretrained.GATE_SUITE_N["tiny"]
+    assert list(prolong.ablations("gpu", domains)[0]) == list(prolong.TINY_ABLATIONS)
+    assert not tasks.in_memory(small) and tasks.in_memory({"input_ids": [[1]]})
+
+
+def test_the_rehearsal_caches_nothing_in_the_books_cache(tmp_path, monkeypatch):
+    """make test runs the rehearsal: the tiny corpus its stand-ins are built from is cached in the
+    rehearsal's own folder, not in the book's (or a user's) LCX_CACHE."""
+    import importlib.util
+
+    from lcx import data, standins
+
+    spec = importlib.util.spec_from_file_location(
+        "rehearsal", Path(__file__).resolve().parent.parent / "scripts" / "rehearsal.py"
+    )
+    rehearsal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearsal)
+    monkeypatch.setattr(rehearsal, "OUT", tmp_path / "rehearsal")
+    monkeypatch.setenv("LCX_CACHE", str(tmp_path / "books-cache"))
+    seen = {}
+
+    def corpus(profile):
+        seen["cache"] = os.environ["LCX_CACHE"]
+        return {"train": {"text": ["a text"]}}
+
+    monkeypatch.setattr(data, "load_corpus", corpus)
+    monkeypatch.setattr(
+        standins, "build", lambda folder, texts, divisor: folder.mkdir(parents=True)
+    )
+    env = rehearsal.environment()
+    assert seen["cache"] == env["LCX_CACHE"] == str(tmp_path / "rehearsal" / "cache")
+    assert env["LCX_REHEARSAL"] == "1" and env["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_p8_times_a_model_one_gpu_holds():
