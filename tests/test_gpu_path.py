@@ -543,6 +543,9 @@ def test_the_rehearsal_caches_nothing_in_the_books_cache(tmp_path, monkeypatch):
     spec.loader.exec_module(rehearsal)
     monkeypatch.setattr(rehearsal, "OUT", tmp_path / "rehearsal")
     monkeypatch.setenv("LCX_CACHE", str(tmp_path / "books-cache"))
+    # environment() sets both in this process: monkeypatch restores them for the tests after this
+    # one on the same worker (CI caught the leak: a later test read the rehearsal's results/)
+    monkeypatch.setenv("LCX_RESULTS", os.environ["LCX_RESULTS"])  # conftest sets it
     seen = {}
 
     def corpus(profile):
