@@ -242,7 +242,10 @@ def attempts(profile: str, name: str = "llama2", seed: int = 0) -> pd.DataFrame:
     was 0.16, 0.16, 0.19 for the attempts that ended at 0.09-0.19 at W and 0.99, 1.00, 1.00 for
     those that ended at 1.00: the W stage of a failed attempt decides nothing); and the bases
     other than :data:`FIRST_BASE` try first the initialisation (weights and data order) with
-    which that base copied (the same one copied, and the same one failed, on all three). One
+    which that base copied (when this was written the same one copied, and the same one failed, on
+    all three; the cold build at 7045648 found the opposite for the other two: init 1000 copied for
+    Llama 2's stand-in, init 0 for the paper-base and Llama-3 ones, so each base took two attempts
+    and the order saves nothing in expectation: which initialisation copies is a draw). One
     row per attempt: ``init``, ``length`` (of its last check), ``exact`` (passkey exact match
     there), ``passed`` (at W), ``runs`` (its stage-1 run folders); the runs and evaluations are
     cached, so a rerun reads the table without training."""
