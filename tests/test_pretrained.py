@@ -231,6 +231,7 @@ def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_tak
     monkeypatch.setattr(pretrained, "passkey_exact", fake_exact)
     monkeypatch.setattr(tasks, "passkey_min_length", lambda tokenizer: 95)  # 64 holds no prompt
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 4)
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "first_inits", {})
     tried = pretrained.attempts("cpu", "llama2", 0)
     assert tried["init"].tolist() == [0, 1000, 2000]  # stops at the first that passes
     assert tried["passed"].tolist() == [False, False, True] and GATE_PASSKEY_EXACT > 0.3
@@ -254,13 +255,20 @@ def test_attempts_stop_at_the_first_initialisation_that_copies_and_base_runs_tak
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 1)
     runs = pretrained.base_runs("cpu", "llama2", 0)
     assert [str(r) for r in runs] == [f"/runs/0/{s}" for s in pretrained.stages("cpu", 0)]
-    # another base tries first the initialisation with which llama2 copied, then the others
+    # a base with a first initialisation named tries it first, then the others in order
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 4)
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "first_inits", {"llama3": 2000})
     assert pretrained.attempts("cpu", "llama3", 0)["init"].tolist() == [2000]
-    # the tries table of two bases: one row per base and attempt, the run folders left out;
-    # llama2 copied with none of its two: llama3 tries them in order
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "first_inits", {"llama3": 1000})
+    assert pretrained.attempts("cpu", "llama3", 0)["init"].tolist() == [1000, 0, 2000]
+    # one that is not among its attempts changes nothing
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "first_inits", {"llama3": 5000})
+    assert pretrained.attempts("cpu", "llama3", 0)["init"].tolist() == [0, 1000, 2000]
+    monkeypatch.setitem(pretrained.SETUP["cpu"], "first_inits", {"llama3": 1000})
+    # the tries table of two bases: one row per base and attempt, the run folders left out
     monkeypatch.setitem(pretrained.SETUP["cpu"], "attempts", 2)
     table = pretrained.tries("cpu", ["llama2", "llama3"], 0)
     assert table.index.names == ["base", "attempt"] and "runs" not in table
-    assert table.loc["llama3", "init"].tolist() == [0, 1000]
+    assert table.loc["llama2", "init"].tolist() == [0, 1000]
+    assert table.loc["llama3", "init"].tolist() == [1000, 0]
     assert pretrained.tries("gpu", ["llama2"], 0).empty  # a released checkpoint has no tries
