@@ -643,7 +643,10 @@ def domain_stats(tokens):
     return pd.concat(frames, ignore_index=True)
 
 
-def ultrachat(seed: int = 0, split: str = "train_sft", name: str = "HuggingFaceH4/ultrachat_200k"):
+ULTRACHAT = "HuggingFaceH4/ultrachat_200k"  # ProLong's SFT data on the hub (lcx.hub pins it)
+
+
+def ultrachat(seed: int = 0, split: str = "train_sft", name: str = ULTRACHAT):
     """UltraChat's conversations (ProLong's SFT data) as an endless stream of message lists from the
     hub, reshuffled by ``seed`` each epoch (ProLong's 1B SFT tokens are several epochs of it; the
     gpu/paper profiles; the cpu profile writes its chats by program, :func:`lcx.rows.chat_rows`)."""

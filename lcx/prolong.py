@@ -304,14 +304,13 @@ def sft_run(ch, sft: train.Recipe, run, seed: int, task_names, synthetic: float 
     make = row_builders.iter_synthetic_long_rows if stream else row_builders.synthetic_long_rows
     synth = partial(make, ch.tokenizer, seq_len=L, seed=seed, pool=pool, lengths=(2 * W, L - 1))
     parts = {"short chat": (1 - synthetic, chat), "synthetic long": (synthetic, synth)}
-    ultrachat = "HuggingFaceH4/ultrachat_200k"  # lcx.data.ultrachat's, at its pinned commit
     spec = [
         ch.tokens.key,
         ch.tokenizer.key,
         seed,
         list(task_names),
         synthetic,
-        hub.revision(ultrachat),
+        hub.revision(data.ULTRACHAT),  # lcx.data.ultrachat's, at its pinned commit
     ]
     rows = row_builders.mixed(parts, sft.steps * sft.rows_per_step, seed, stream, L, spec)
     return train.fine_tune(

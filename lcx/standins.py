@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import models
+from . import data, models
 
 # Meta-Llama-3-8B-Instruct's tokenizer_config.json chat_template
 LLAMA3_CHAT_TEMPLATE = (
@@ -169,9 +169,7 @@ def datasets(folder: Path, texts: list[str]) -> Path:
         for i, t in enumerate(texts)
     ]
     for split in ("train_sft", "test_sft"):
-        _parquet(
-            folder / "HuggingFaceH4/ultrachat_200k/data" / f"{split}-00000-of-00001.parquet", chats
-        )
+        _parquet(folder / data.ULTRACHAT / "data" / f"{split}-00000-of-00001.parquet", chats)
     return folder
 
 
