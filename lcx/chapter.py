@@ -8,13 +8,14 @@ A chapter's first cells are then its parameters (papermill's ``parameters`` cell
 from __future__ import annotations
 
 import gc
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from . import cache, evaluate, plan, pretrained
-from .profiles import PROFILES, check, check_device, pick
+from .profiles import GPU_PROFILES, PROFILES, check, check_device, pick
 from .results import chapter_dir
 
 PLOT_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3}
@@ -67,6 +68,40 @@ def count(profile: str, name: str, value: int | None, low: int = 1, **by_profile
     return check(name, value, kind=int, low=low)
 
 
+# the paper module whose gpu_recipes() are the recipes a chapter trains (the others train none)
+TRAINS = {
+    "03_together_pi": "together",
+    "04_llama2_long_abf": "llama2_long",
+    "05_llama3_80k_qlora": "llama3_80k",
+    "06_prolong": "prolong",
+}
+
+
+def gpu_recipes(name: str, profile: str, base_name: str = "llama2") -> list:
+    """The recipes chapter ``name`` trains on ``profile`` (gpu/paper), as it builds them: its paper
+    module's ``gpu_recipes`` at the base model's window; none for a chapter that trains nothing."""
+    if name not in TRAINS:
+        return []
+    module = importlib.import_module(f"lcx.{TRAINS[name]}")
+    return module.gpu_recipes(profile, pretrained.window(profile, base_name))
+
+
+def check_memory(name: str, profile: str, base_name: str = "llama2") -> None:
+    """On a GPU, refuse a chapter whose recipes do not fit the device before anything loads
+    (:func:`lcx.train.memory_check`: the part that overflows and the setting that shrinks it),
+    in seconds rather than after the base model and its gate are loaded. Nothing to check on a
+    CPU (the tiny and cpu profiles, and the rehearsal)."""
+    import torch
+
+    from . import models, train
+
+    if profile not in GPU_PROFILES or not torch.cuda.is_available():
+        return
+    config = models.paper_config(pretrained.BASES[base_name].paper_model)
+    for recipe in gpu_recipes(name, profile, base_name):
+        train.memory_check(config, recipe)
+
+
 def quiet() -> None:
     """Keep the libraries' chatter out of a chapter's outputs (the rendered book showed hundreds of
     lines of it): ``datasets``' bars for every map, filter and save ("Saving the dataset",
@@ -91,7 +126,8 @@ def setup(
     """Check ``profile`` and ``seeds`` (None: :data:`SEEDS` of the profile), freeze the objects
     the imports made (every Trainer run's ``gc.collect()`` then skips them: 0.4 s per run), make
     ``results/<profile>/<name>/``, set the plot style, keep library chatter out of the outputs
-    (:func:`quiet`), and load base model ``base_name`` (chapter 02's, cached) with its tokens and
+    (:func:`quiet`), refuse on a GPU a chapter whose recipes do not fit it (:func:`check_memory`),
+    and load base model ``base_name`` (chapter 02's, cached) with its tokens and
     its gate (:func:`lcx.pretrained.base_gate`; a failed gate is printed, and the chapter's
     scorecard marks the claims it would decide not testable), and, when ``planned``, the
     profile's plan (:func:`lcx.plan.load`: the arms only out-of-reach parts use are skipped; a
@@ -102,6 +138,7 @@ def setup(
     check_device(profile)
     cache.check_writable()
     check("base_name", base_name, tuple(pretrained.BASES))
+    check_memory(name, profile, base_name)
     seeds = pick(profile, **SEEDS) if seeds is None else seeds
     check_seeds(seeds)
     if not isinstance(planned, bool):  # another profile's plan, e.g. cpu's on tiny (the tests)

@@ -55,20 +55,58 @@ def windows(
     return torch.tensor(out)
 
 
+# At most this many logits exist at once in an evaluation's forward pass (1 GiB in fp32): a batch
+# of long windows over a large vocabulary (Llama 2 at 8 x 4,096 = 32K: 8 rows x 32K x 32,000 =
+# 8.4e9 logits, 34 GB in fp32, twice that with the loss's copy) has its LM head applied a piece of
+# positions at a time. The cpu profile's largest (8 rows x 4,096 x 4,096) is one piece.
+LOGITS_AT_ONCE = 1 << 28
+
+
+def per_position(model, x: torch.Tensor, score) -> torch.Tensor:
+    """``score(logits, span)`` of ``model``'s logits on ``x`` (rows x positions), one piece of
+    positions ``span`` at a time so that at most :data:`LOGITS_AT_ONCE` logits exist at once,
+    concatenated along positions. One piece: the model's own forward; more: its decoder's hidden
+    states, then its LM head on each piece (the same logits, for a causal LM whose head is a
+    linear map of the last hidden state, as Llama's is)."""
+    n = x.shape[1]
+    piece = max(1, LOGITS_AT_ONCE // (len(x) * model.config.vocab_size))
+    if piece >= n:
+        return score(model(input_ids=x, use_cache=False).logits, slice(0, n))
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    hidden = inner.base_model(input_ids=x, use_cache=False).last_hidden_state
+    head = inner.get_output_embeddings()
+    hidden = hidden.to(head.weight.device)  # a model split over GPUs: its last one
+    return torch.cat(
+        [
+            score(head(hidden[:, s : s + piece]), slice(s, min(s + piece, n)))
+            for s in range(0, n, piece)
+        ],
+        1,
+    )
+
+
 @torch.no_grad()
 def token_nll(
     model, batch: torch.Tensor, batch_size: int = 8, desc: str | None = None
 ) -> torch.Tensor:
-    """Per-position next-token NLL (nats), shape ``(n, length - 1)``; position i predicts token i+1."""
+    """Per-position next-token NLL (nats), shape ``(n, length - 1)``; position i predicts token i+1
+    (:func:`per_position`: long windows a piece of positions at a time)."""
     model.eval()
     out, where = [], _device(model)
     for i in tqdm(range(0, len(batch), batch_size), desc=desc, leave=False, disable=desc is None):
         x = batch[i : i + batch_size].to(where)
-        logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
-        # the logits' device: a model split over GPUs returns them from its last one
-        target = x[:, 1:].to(logits.device)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-        out.append(nll.cpu())
+        last = x.shape[1] - 1  # the last position has no next token
+
+        def nll(logits, span, x=x, last=last):
+            stop = min(span.stop, last)
+            logits = logits[:, : max(stop - span.start, 0)].float()
+            # the logits' device: a model split over GPUs returns them from its last one
+            target = x[:, span.start + 1 : stop + 1].to(logits.device)
+            return torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), target, reduction="none"
+            )
+
+        out.append(per_position(model, x, nll).cpu())
     return torch.cat(out)
 
 
@@ -245,7 +283,7 @@ def passkey_rows(
                 seqs = [e.prompt_ids + e.answer_ids for e in chunk]
                 width = max(map(len, seqs))
                 x = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
-                pred = model(input_ids=x.to(_device(model)), use_cache=False).logits.argmax(-1)
+                pred = per_position(model, x.to(_device(model)), lambda lg, _: lg.argmax(-1))
                 for row, e in enumerate(chunk):
                     start = len(e.prompt_ids)
                     guess = pred[row, start - 1 : start - 1 + len(e.answer_ids)].tolist()
@@ -779,11 +817,16 @@ class Ref:
         return cache.key("ref", change)
 
     def load(self):
+        """The model, on :func:`lcx.models.device`. A run's on a GPU in bf16: runs save their fp32
+        master weights, and FlashAttention (the GPU's default attention) takes no fp32 outside
+        autocast (transformers' ``get_target_dtype`` casts to the linear layers' type, fp32).
+        A hub checkpoint loads in its own type (bf16 for Llama 2 and 3)."""
         from . import models, train
 
-        source = Path(self.source)
+        source, where = Path(self.source), models.device()
+        on_gpu = {} if where.type == "cpu" else {"dtype": torch.bfloat16}
         model = (
-            train.load_run(source, device_map={"": str(models.device())})
+            train.load_run(source, device_map={"": str(where)}, **on_gpu)
             if source.is_absolute()
             else models.load_pretrained(self.source)
         )

@@ -448,6 +448,14 @@ def sft_recipe(profile: str, W: int) -> train.Recipe:
     )
 
 
+def gpu_recipes(profile: str, W: int) -> list[train.Recipe]:
+    """Every recipe chapter 04 trains on the base model (the extension at ``8 * W``, its control,
+    the instruction tuning; the from-scratch curricula train a small model of their own), as it
+    builds them: what :func:`lcx.chapter.setup` checks against the GPU's memory first."""
+    long = recipe(profile, W)
+    return [long, control_recipe(long, W), sft_recipe(profile, W)]
+
+
 def sft_rows(ch, sft: train.Recipe, seed: int, lm_loss: bool):
     """§4.3's mix (App. D): half short instruction rows (answers only) and half self-instruct
     long QA of ``2W``-``8W`` tokens from training documents, with the LM loss on the long input

@@ -320,6 +320,13 @@ def control_recipe(qlora: train.Recipe, W: int) -> train.Recipe:
     return dataclasses.replace(qlora, seq_len=W)
 
 
+def gpu_recipes(profile: str, W: int) -> list[train.Recipe]:
+    """Every recipe chapter 05 trains (QLoRA at ``FACTOR * W`` and its control), as it builds
+    them: what :func:`lcx.chapter.setup` checks against the GPU's memory first."""
+    qlora = recipe(profile, W)
+    return [qlora, control_recipe(qlora, W)]
+
+
 def controls(ch, qlora: train.Recipe, seeds, rows: dict, b0: float) -> dict:
     """The control run of every seed, seed -> folder: the base continued with its own RoPE at
     ``W`` (:func:`control_recipe`) on that seed's rows cut to ``W`` (:func:`lcx.rows.at_window`)."""

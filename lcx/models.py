@@ -200,13 +200,16 @@ def with_rope(
     **kw,
 ):
     """A copy of ``model`` using RoPE ``method`` (see :func:`lcx.rope.apply_rope`), weights loaded
-    strictly; ``xpos`` (keyword arguments of :func:`xpos_settings`) adds xPos's decay on top."""
+    strictly; ``xpos`` (keyword arguments of :func:`xpos_settings`) adds xPos's decay on top. The
+    copy is made on ``model``'s device (a base model on a GPU stays there: a CPU copy of it would
+    train on the CPU once quantized, :func:`quantize_nf4`)."""
     config = rope.apply_rope(model.config, method, base=base, factor=factor, **kw)
     if xpos is not None:
         config.xpos = xpos_settings(**xpos)
     elif hasattr(config, "xpos"):  # plain RoPE from an xPos model (configs without it keep
         del config.xpos  # their old cache keys)
-    new = install_xpos(LlamaForCausalLM(config)).to(dtype=model.dtype)
+    with torch.device(next(model.parameters()).device):
+        new = install_xpos(LlamaForCausalLM(config)).to(dtype=model.dtype)
     new.load_state_dict(model.state_dict(), strict=True)
     return new
 
@@ -380,12 +383,17 @@ def quantize_nf4(model, compute_dtype=torch.float32):
 
     The copy goes through ``save_pretrained``/``from_pretrained`` with a ``BitsAndBytesConfig``, as a
     hub checkpoint would load; bitsandbytes quantizes the linear layers (not the embeddings or the
-    head) and runs on CPU as well as GPU.
+    head) and runs on CPU as well as GPU. The copy is placed where ``model`` is: loaded without a
+    ``device_map`` it would stay on the CPU, and the Trainer never moves a bitsandbytes model
+    (transformers' ``Trainer.__init__`` skips ``_move_model_to_device`` for one), so a QLoRA run
+    on a GPU would train on the CPU, or fail on inputs sent to the GPU.
     """
     import tempfile
 
     from transformers import BitsAndBytesConfig
 
+    where = next(model.parameters()).device
+    placed = {} if where.type == "cpu" else {"device_map": {"": str(where)}}
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         return install_xpos(
@@ -397,6 +405,7 @@ def quantize_nf4(model, compute_dtype=torch.float32):
                     bnb_4bit_quant_type="nf4",
                     bnb_4bit_compute_dtype=compute_dtype,
                 ),
+                **placed,
             )
         )
 

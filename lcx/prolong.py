@@ -121,6 +121,18 @@ def rope_bases(b0: float, W: int, L: int, L2: int, head_dim: int) -> dict:
     }
 
 
+def lengths(profile: str, W: int) -> tuple[int, int]:
+    """(stage 1's length, stage 2's): paper 65,536 = 8W and 524,288 = 64W (16W on tiny and cpu)."""
+    return 8 * W, pick(profile, tiny=16 * W, cpu=16 * W, gpu=64 * W)
+
+
+def gpu_recipes(profile: str, W: int) -> list[train.Recipe]:
+    """Every recipe chapter 06 trains on every GPU here (stage 1, stage 2, SFT; the ablations
+    are stage 1's length and layout), as it builds them: what :func:`lcx.chapter.setup` checks
+    against the GPU's memory first."""
+    return list(recipes(profile, W, *lengths(profile, W), train.gpus()))
+
+
 def recipes(profile: str, W: int, L: int, L2: int, gpus: int = 1):
     """(stage 1, stage 2, SFT) recipes (§3, Table 9): stage 1 at ``L``, stage 2 at ``L2``, SFT at
     ``L``. On gpu every run uses all ``gpus`` (FSDP2 sharding; stage 2 with Ulysses)."""

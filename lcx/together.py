@@ -192,17 +192,7 @@ def extend(ch, phase1, phase2, finetune, seed: int, tasks=FINETUNE_TASKS) -> dic
     pool = evaluate.pool(tokenizer, tokens, "train")
     runs = {"phase1": r1, "phase2": r2}
     for task in tasks:
-        rec = train.rehearsed(
-            train.Recipe(
-                seq_len=L,
-                **finetune,
-                warmup=0.05,
-                min_lr_ratio=0.1,
-                bf16=phase1.bf16,
-                seed=seed,
-                save_every=50,
-            )
-        )
+        rec = finetune_recipe(finetune, phase1, L, seed)
         n = rec.steps * rec.rows_per_step
         spec = [tokens.key, tokenizer.key, task, seed]
         make = row_builders.iter_task_sft_rows
@@ -210,6 +200,28 @@ def extend(ch, phase1, phase2, finetune, seed: int, tasks=FINETUNE_TASKS) -> dic
         rows = rows if rec.stream_rows else list(rows)  # paper scale: made as they are read
         runs[task] = train.fine_tune(r2, tokenizer, rec, f"together-ft-{task}-{profile}", rows)
     return runs
+
+
+def finetune_recipe(finetune: dict, phase1: train.Recipe, L: int, seed: int = 0) -> train.Recipe:
+    """A task fine-tune's recipe at ``L`` from :func:`recipes`' fine-tune settings."""
+    return train.rehearsed(
+        train.Recipe(
+            seq_len=L,
+            **finetune,
+            warmup=0.05,
+            min_lr_ratio=0.1,
+            bf16=phase1.bf16,
+            seed=seed,
+            save_every=50,
+        )
+    )
+
+
+def gpu_recipes(profile: str, W: int) -> list[train.Recipe]:
+    """Every recipe chapter 03 trains at ``8 * W`` (the phases and a task fine-tune), as it builds
+    them: what :func:`lcx.chapter.setup` checks against the GPU's memory first."""
+    phase1, phase2, finetune = recipes(profile, W)
+    return [phase1, phase2, finetune_recipe(finetune, phase1, phase1.seq_len)]
 
 
 def composition(recipe: train.Recipe, tokens, tokenizer, n: int = 400) -> dict:

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,7 @@ class Oracle(torch.nn.Module):
     def __init__(self, vocab, shift):
         super().__init__()
         self.vocab, self.shift = vocab, shift
+        self.config = SimpleNamespace(vocab_size=vocab)  # as a causal LM's (the logits' width)
 
     def forward(self, input_ids, use_cache=False):
         nxt = torch.roll(input_ids, -self.shift, dims=1)
@@ -636,10 +638,9 @@ class _Recorder(torch.nn.Module):
         super().__init__()
         self.emb = torch.nn.Embedding(vocab, vocab)
         self.seen = []
+        self.config = SimpleNamespace(vocab_size=vocab)  # as a causal LM's (the logits' width)
 
     def forward(self, input_ids, use_cache=False):
-        from types import SimpleNamespace
-
         self.seen.append(input_ids.clone())
         return SimpleNamespace(logits=self.emb(input_ids))
 

@@ -221,6 +221,105 @@ def test_evaluation_sends_its_inputs_where_the_model_is():
     assert model.seen == ["meta"] * 4
 
 
+def _small_llama(vocab=64, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_long_windows_are_scored_a_piece_of_positions_at_a_time(monkeypatch):
+    """A batch of long windows over a large vocabulary would hold tens of GB of logits at once
+    (Llama 2 at 32K, 8 rows: 8.4e9): with the budget lowered to four positions of three rows, the
+    LM head never sees more than four positions at a time, and the NLL and the argmax are those of
+    the whole logits (transformers' own loss and forward as the references), for a plain model and
+    one wrapped by peft (its adapters inside the decoder)."""
+    from peft import LoraConfig, get_peft_model
+
+    model, x = _small_llama(), torch.randint(0, 64, (3, 20))
+    wrapped = get_peft_model(
+        _small_llama(seed=1),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    ).eval()
+    seen = []
+    for m in (model, wrapped.get_base_model()):
+        m.lm_head.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    monkeypatch.setattr(evaluate, "LOGITS_AT_ONCE", 3 * 64 * 4)
+    for net in (model, wrapped):
+        seen.clear()
+        nll = evaluate.token_nll(net, x, batch_size=3)
+        argmax = evaluate.per_position(net, x, lambda logits, span: logits.argmax(-1))
+        assert seen and max(seen) == 4 and sum(seen) == 2 * 20  # two passes of 20 positions
+        assert nll.shape == (3, 19)
+        with torch.no_grad():
+            for row in range(3):
+                one = x[row : row + 1]
+                assert torch.allclose(
+                    nll[row].mean(), net(input_ids=one, labels=one).loss, atol=1e-5
+                )
+            assert torch.equal(argmax, net(input_ids=x).logits.argmax(-1))
+
+
+def test_a_checkpoint_loads_onto_the_device_it_is_given_or_the_default_one(tmp_path, monkeypatch):
+    """``load_pretrained`` places the weights by ``device_map``, and without one on
+    :func:`lcx.models.device` (the GPU when there is one): shown with the meta device standing in
+    for a GPU, which a CPU-only load would never reach."""
+    _small_llama().save_pretrained(tmp_path)
+    assert next(models.load_pretrained(str(tmp_path)).parameters()).device.type == "cpu"
+    placed = models.load_pretrained(str(tmp_path), device_map={"": "meta"})
+    assert {p.device.type for p in placed.parameters()} == {"meta"}
+    monkeypatch.setattr(models, "device", lambda: torch.device("meta"))
+    assert {p.device.type for p in models.load_pretrained(str(tmp_path)).parameters()} == {"meta"}
+
+
+def test_a_4_bit_copy_is_placed_where_its_model_is(monkeypatch):
+    """QLoRA's 4-bit copy of a model on a GPU must load onto that GPU: transformers' Trainer never
+    moves a bitsandbytes model, so a copy left on the CPU trains there (or fails on inputs sent to
+    the GPU). The meta device stands in for a GPU: the copy is asked for the model's device, in
+    the recipe's compute type; a CPU model's copy loads as before (no device map)."""
+    from transformers import LlamaForCausalLM
+
+    loads = []
+
+    def from_pretrained(path, **kwargs):
+        loads.append(kwargs)
+        return _small_llama()
+
+    monkeypatch.setattr(LlamaForCausalLM, "from_pretrained", from_pretrained)
+    config = _small_llama().config
+    with torch.device("meta"):
+        on_gpu = LlamaForCausalLM(config)
+    monkeypatch.setattr(on_gpu, "save_pretrained", lambda path: None)
+    models.quantize_nf4(on_gpu, torch.bfloat16)
+    assert loads[-1]["device_map"] == {"": "meta"}
+    assert loads[-1]["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    models.quantize_nf4(_small_llama(), torch.float32)
+    assert "device_map" not in loads[-1]
+    # the RoPE change before it (chapter 05's variants) keeps the base model where it is
+    assert {p.device.type for p in models.with_rope(on_gpu, "default", base=1e6).parameters()} == {
+        "meta"
+    }
+
+
+def test_a_run_is_evaluated_on_the_gpu_in_bf16(tmp_path, monkeypatch):
+    """A run saves its fp32 master weights; evaluated on a GPU (the meta device stands in) it loads
+    there in bf16, since FlashAttention takes no fp32 outside autocast; on the CPU as saved."""
+    _small_llama().save_pretrained(tmp_path / "model")
+    ref = evaluate.Ref.of(tmp_path)
+    assert {(p.device.type, p.dtype) for p in ref.load().parameters()} == {("cpu", torch.float32)}
+    monkeypatch.setattr(models, "device", lambda: torch.device("meta"))
+    assert {(p.device.type, p.dtype) for p in ref.load().parameters()} == {("meta", torch.bfloat16)}
+
+
 def test_each_base_models_window_on_gpu_is_its_own():
     """Llama 2 was trained at 4,096 tokens, Llama 3 at 8,192 (its paper's 8K): chapter 05's 10x is
     81,920 and chapter 06's stage 2 (64x) 524,288 only from Llama 3's own window."""
@@ -283,25 +382,51 @@ def test_the_chapters_gpu_recipes_fit_80_gb_gpus():
     64K, and at 512K over eight Ulysses ranks. Llama 3's logits alone (fp32 copy and gradient of a
     128K vocabulary over 64-80K positions) would be 84-105 GB: those recipes compute the loss in
     pieces of positions (loss_chunk), and without it the check refuses them, naming the logits."""
-    from lcx import llama2_long, llama3_80k, prolong, together
+    from lcx import chapter
 
     gib = 80 * 2**30
     llama2 = models.paper_config("meta-llama/Llama-2-7b-hf")
     llama3 = models.paper_config("meta-llama/Meta-Llama-3-8B-Instruct")
-    W2, W3 = pretrained.window("gpu", "llama2"), pretrained.window("gpu", "llama3")
-    phase1, phase2, finetune = together.recipes("gpu", W2)
-    tuned = train.Recipe(seq_len=8 * W2, **finetune)
-    fits = [phase1, phase2, tuned, llama2_long.recipe("gpu", W2), llama2_long.sft_recipe("gpu", W2)]
-    fits.append(llama2_long.scratch_recipe("gpu", W2))
+    # every recipe a chapter trains, as chapter.setup checks them before anything loads
+    fits = chapter.gpu_recipes("03_together_pi", "gpu") + chapter.gpu_recipes(
+        "04_llama2_long_abf", "gpu"
+    )
+    assert len(fits) == 6
     for recipe in fits:
         plan = train.memory_check(llama2, _eight_gpus(recipe), gib)
         assert plan["total"] < gib and plan["rows"] == 1
-    stage1, stage2, sft = prolong.recipes("gpu", W3, 8 * W3, 64 * W3, 8)
-    for recipe in (llama3_80k.recipe("gpu", W3), stage1, stage2, sft):
+    qlora, control = chapter.gpu_recipes("05_llama3_80k_qlora", "gpu", "llama3")
+    assert qlora.seq_len == 81_920 and train.memory_check(llama3, control, gib)["total"] < gib
+    stage1, stage2, sft = map(_eight_gpus, chapter.gpu_recipes("06_prolong", "gpu", "llama3"))
+    assert (stage1.seq_len, stage2.seq_len) == (65_536, 524_288)
+    for recipe in (qlora, stage1, stage2, sft):
         assert recipe.loss_chunk and train.memory_check(llama3, recipe, gib)["total"] < gib
         whole = dataclasses.replace(recipe, loss_chunk=None)
         with pytest.raises(MemoryError, match="logits overflows; try loss_chunk"):
             train.memory_check(llama3, whole, gib)
+
+
+def test_a_chapter_that_does_not_fit_the_gpu_is_refused_before_anything_loads(monkeypatch):
+    """chapter.setup checks every recipe the chapter trains against the GPU's memory first: on a
+    16 GB GPU, chapter 04's full fine-tune of Llama 2 7B at 32K is refused, naming the part that
+    overflows, before the base model, its tokens or its gate are loaded; on the CPU (tiny, cpu,
+    the rehearsal) there is nothing to check."""
+    from lcx import chapter
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the base model was loaded before the memory check")
+
+    monkeypatch.setattr(pretrained, "base_model", loaded)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=16 * 2**30)
+    )
+    with pytest.raises(MemoryError, match="overflows; try"):
+        chapter.setup("04_llama2_long_abf", "gpu")
+    chapter.check_memory("01_rope", "gpu")  # trains nothing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    chapter.check_memory("04_llama2_long_abf", "gpu")  # no GPU: nothing to check
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 4, 8])
