@@ -10,7 +10,9 @@ present, FlashAttention-2 (varlen boundaries for packed rows), the loss in 8K pi
 a packed batch of two rows scores as its documents alone (FlashAttention with lcx's boundaries,
 and without them, which is what transformers does for a batch of several rows); runs a QLoRA step
 where bitsandbytes has CUDA; and prints each step's measured peak memory beside
-``lcx.train.device_memory``'s prediction. Whatever it cannot run it says it skipped, and why.
+``lcx.train.device_memory``'s prediction (``within_plan``: the plan refuses recipes by it, so a
+step above it is a finding). A check that fails is reported and the others still run; whatever it
+cannot run it says it skipped, and why.
 
 ``--smoke``: the same code at toy sizes on whatever device there is (the CPU here), to rehearse
 the script itself. Writes ``gpu_check.json`` into ``$OUT`` when that is set.
@@ -163,6 +165,8 @@ def step(cfg, impl: str, length: int, chunk: int, device, method: str = "full") 
         "tokens_per_s": round(length / seconds),
         "peak_gib": round(peak, 2),
         "planned_gib": round(plan, 2),
+        # the plan refuses recipes by this number, so it must not be below what a step takes
+        "within_plan": bool(peak <= plan) if cuda else None,
     }
 
 
@@ -225,9 +229,14 @@ def main(argv=None) -> int:
             REPORT["steps"].append(row)
             say(json.dumps(row))
     for impl in impls:
-        REPORT["packing"].append(row := packing(cfg, impl, device, 512 if args.smoke else 8192))
+        try:
+            row = packing(cfg, impl, device, 512 if args.smoke else 8192)
+        except Exception:  # noqa: BLE001 - a failed check is a finding; the rest still runs
+            row = {"impl": impl, "error": traceback.format_exc()[-600:]}
+        REPORT["packing"].append(row)
         say(json.dumps(row))
-    if found.get("bitsandbytes_cuda") is True or (args.smoke and not cuda):
+    bnb_here = not str(found["bitsandbytes"]).startswith("no")
+    if found.get("bitsandbytes_cuda") is True or (args.smoke and not cuda and bnb_here):
         try:
             row = step(cfg, "sdpa", lengths[0], chunk, device, method="qlora")
         except Exception:  # noqa: BLE001
@@ -235,10 +244,13 @@ def main(argv=None) -> int:
         REPORT["steps"].append(row)
         say(json.dumps(row))
     else:
-        REPORT["skipped"].append(f"QLoRA: bitsandbytes CUDA {found.get('bitsandbytes_cuda')}")
+        REPORT["skipped"].append(
+            f"QLoRA: bitsandbytes {found['bitsandbytes']}, CUDA kernels "
+            f"{found.get('bitsandbytes_cuda')}"
+        )
     for line in REPORT["skipped"]:
         say(f"skipped: {line}")
-    failed = any("error" in r for r in REPORT["steps"])
+    failed = any("error" in r for r in REPORT["steps"] + REPORT["packing"])
     return _write(1 if failed else 0)
 
 
