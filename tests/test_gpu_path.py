@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_evaluate import small_model  # the tests' small Llama
 
 from lcx import attention, evaluate, models, pretrained, train
 from lcx import rows as row_builders
@@ -221,22 +222,6 @@ def test_evaluation_sends_its_inputs_where_the_model_is():
     assert model.seen == ["meta"] * 4
 
 
-def _small_llama(vocab=64, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
-
-
 def test_long_windows_are_scored_a_piece_of_positions_at_a_time(monkeypatch):
     """A batch of long windows over a large vocabulary would hold tens of GB of logits at once
     (Llama 2 at 32K, 8 rows: 8.4e9): with the budget lowered to four positions of three rows, the
@@ -245,9 +230,9 @@ def test_long_windows_are_scored_a_piece_of_positions_at_a_time(monkeypatch):
     one wrapped by peft (its adapters inside the decoder)."""
     from peft import LoraConfig, get_peft_model
 
-    model, x = _small_llama(), torch.randint(0, 64, (3, 20))
+    model, x = small_model(64), torch.randint(0, 64, (3, 20))
     wrapped = get_peft_model(
-        _small_llama(seed=1),
+        small_model(64),
         LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     ).eval()
     seen = []
@@ -273,7 +258,7 @@ def test_a_checkpoint_loads_onto_the_device_it_is_given_or_the_default_one(tmp_p
     """``load_pretrained`` places the weights by ``device_map``, and without one on
     :func:`lcx.models.device` (the GPU when there is one): shown with the meta device standing in
     for a GPU, which a CPU-only load would never reach."""
-    _small_llama().save_pretrained(tmp_path)
+    small_model(64).save_pretrained(tmp_path)
     assert next(models.load_pretrained(str(tmp_path)).parameters()).device.type == "cpu"
     placed = models.load_pretrained(str(tmp_path), device_map={"": "meta"})
     assert {p.device.type for p in placed.parameters()} == {"meta"}
@@ -292,17 +277,17 @@ def test_a_4_bit_copy_is_placed_where_its_model_is(monkeypatch):
 
     def from_pretrained(path, **kwargs):
         loads.append(kwargs)
-        return _small_llama()
+        return small_model(64)
 
     monkeypatch.setattr(LlamaForCausalLM, "from_pretrained", from_pretrained)
-    config = _small_llama().config
+    config = small_model(64).config
     with torch.device("meta"):
         on_gpu = LlamaForCausalLM(config)
     monkeypatch.setattr(on_gpu, "save_pretrained", lambda path: None)
     models.quantize_nf4(on_gpu, torch.bfloat16)
     assert loads[-1]["device_map"] == {"": "meta"}
     assert loads[-1]["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
-    models.quantize_nf4(_small_llama(), torch.float32)
+    models.quantize_nf4(small_model(64), torch.float32)
     assert "device_map" not in loads[-1]
     # the RoPE change before it (chapter 05's variants) keeps the base model where it is
     assert {p.device.type for p in models.with_rope(on_gpu, "default", base=1e6).parameters()} == {
@@ -313,7 +298,7 @@ def test_a_4_bit_copy_is_placed_where_its_model_is(monkeypatch):
 def test_a_run_is_evaluated_on_the_gpu_in_bf16(tmp_path, monkeypatch):
     """A run saves its fp32 master weights; evaluated on a GPU (the meta device stands in) it loads
     there in bf16, since FlashAttention takes no fp32 outside autocast; on the CPU as saved."""
-    _small_llama().save_pretrained(tmp_path / "model")
+    small_model(64).save_pretrained(tmp_path / "model")
     ref = evaluate.Ref.of(tmp_path)
     assert {(p.device.type, p.dtype) for p in ref.load().parameters()} == {("cpu", torch.float32)}
     monkeypatch.setattr(models, "device", lambda: torch.device("meta"))
