@@ -1,5 +1,6 @@
 # Long-Context, Reproduced. `make book` runs every chapter on the cpu profile and renders the book;
-# `make test` runs the unit tests, every chapter on the tiny profile and the gpu profile's rehearsal.
+# `make test` runs the unit tests, every chapter on the tiny profile, the transformers-sensitive tests
+# on transformers 5.17 and the gpu profile's rehearsal.
 # Both create .venv if needed.
 PYTHON ?= python3.11
 VENV := .venv
@@ -37,7 +38,7 @@ LCX := $(wildcard lcx/*.py)
 .PHONY: help venv lock book test test-transformers-5.17 lint chapter lab bench gpu-check rehearsal clean
 help:
 	@echo "make book     run every chapter on PROFILE=$(PROFILE) with papermill and render _build/html"
-	@echo "make test     unit tests + every chapter on the tiny profile (nbmake) + make rehearsal"
+	@echo "make test     unit tests + every chapter on the tiny profile (nbmake) + the tests on transformers 5.17 + make rehearsal"
 	@echo "make lock     refresh requirements/*.txt (the pinned environment); then: make test"
 	@echo "make test-transformers-5.17   transformers-sensitive tests on transformers 5.17"
 	@echo "make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value' | PARAMS='-f params.yaml']"
@@ -131,9 +132,11 @@ lint: $(STAMP)
 
 # The tests keep their own cache and results, under .cache/test (conftest.py sets LCX_CACHE and
 # LCX_RESULTS for every pytest run, nbmake's chapters included): never the book's. Then the
-# rehearsal of the gpu profile (below; its own cache under .cache/rehearsal).
+# rehearsal of the gpu profile (below; its own cache under .cache/rehearsal). The tests that reach
+# into transformers run on 5.17 too: unsloth pins it, and the GPU machine we check on has it.
 test: lint
 	LCX_PROFILE=tiny $(BIN)/pytest -n 2 tests --nbmake notebooks
+	$(MAKE) test-transformers-5.17
 	$(BIN)/python scripts/rehearsal.py
 
 # make chapter always runs the chapter (after what it reads, when that is out of date). With PARAMS
