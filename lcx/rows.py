@@ -36,10 +36,12 @@ reads them: :class:`RowStream` (packed and long/short rows from the tokenized sp
 :class:`Stream` (any builder's ``iter_*`` generator: SFT, conversation, chat-template, windowed and
 mixed rows). Each ``iter_*`` makes the rows of its list builder, in the same order, one at a time;
 a mix made as it is read (:func:`iter_mix`) has the list mix's parts and counts but another order.
+A run resumed from a checkpoint reads its stream from the checkpoint's row (``resumed``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -61,14 +63,12 @@ IGNORE = -100  # a label that is not a target (the value transformers' losses sk
 # --- packed rows: continued pretraining on documents -----------------------------------------------
 
 
-def _doc_stream(indices: list[int], get, rng: random.Random, bos: int):
-    """Documents of one domain (their ``indices``, read by ``get``) in a shuffled order, forever,
-    each starting with BOS."""
+def _doc_order(indices: list[int], rng: random.Random):
+    """One domain's documents (their ``indices``) in a shuffled order, forever."""
     order = list(indices)
     while True:
         rng.shuffle(order)
-        for i in order:
-            yield [bos, *get(i)]
+        yield from order
 
 
 def _documents(tokens):
@@ -86,10 +86,12 @@ def _documents(tokens):
     return tokens["domain"], [len(x) for x in tokens["input_ids"]], tokens["input_ids"].__getitem__
 
 
-def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None):
+def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None, start: int = 0):
     """:func:`packed_rows`' rows, one at a time and without end: what a run streams when its rows
     would not fit in memory (:class:`RowStream`). The same rows, in the same order, as
-    :func:`packed_rows` makes a list of."""
+    :func:`packed_rows` makes a list of; from row ``start`` (a resumed run's): the rows before it
+    are drawn as they would be but not made, a document row from the documents' lengths alone
+    (none is read), a format row made and dropped (its example's draws decide the next rows')."""
     bad = [t for t in recipe.formats if t not in tasks.TASKS]
     if bad or sum(recipe.formats.values()) > 1:
         raise ValueError(
@@ -109,11 +111,10 @@ def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None):
         raise ValueError(
             f"no training documents for mixture {recipe.mixture} (min_doc_tokens={recipe.min_doc_tokens})"
         )
-    streams = {
-        d: _doc_stream(by_domain[d], get, random.Random(f"{recipe.seed}-{d}"), bos_id)
-        for d in weights
-    }
-    pending = {d: [] for d in weights}
+    orders = {d: _doc_order(by_domain[d], random.Random(f"{recipe.seed}-{d}")) for d in weights}
+    # the document each domain's last row cut, as (index, its tokens used with its BOS), or None
+    pending = dict.fromkeys(weights)
+    read = functools.lru_cache(maxsize=len(weights) + 1)(lambda i: [bos_id, *get(i)])
     domains, probs = zip(*weights.items(), strict=True)
     formats = [(t, share) for t, share in recipe.formats.items() if share > 0]
     pool = None
@@ -124,7 +125,7 @@ def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None):
         else:  # paper scale: a document at a time
             docs = tasks.Documents(tokens, chosen, [lengths[i] for i in chosen])
             pool = tasks.Pool(tokenizer, docs)
-    while True:
+    for row in itertools.count():
         u, task = rng.random(), None
         for t, share in formats:
             if u < share:
@@ -132,27 +133,38 @@ def iter_packed_rows(tokens, recipe: Recipe, bos_id: int, tokenizer=None):
                 break
             u -= share
         if task is not None:
-            yield _format_row(task, tokenizer, recipe, rng, pool)
+            made = _format_row(task, tokenizer, recipe, rng, pool)
+            if row >= start:
+                yield made
             continue
         d = rng.choices(domains, probs)[0]
-        ids, lengths = [], []
-        while len(ids) < recipe.seq_len:
-            doc = pending[d] or next(streams[d])
-            take = doc[: recipe.seq_len - len(ids)]
-            pending[d] = doc[len(take) :]
-            ids += take
-            lengths.append(len(take))
-        pos = attention.position_ids(lengths, recipe.document_masking)
-        labels = torch.tensor(ids)
-        if recipe.document_masking:
-            starts = torch.tensor([0, *lengths[:-1]]).cumsum(0)
-            labels[starts] = IGNORE
-        yield {
-            "input_ids": torch.tensor(ids),
-            "position_ids": pos,
-            "labels": labels,
-            "loss_weights": torch.ones(len(ids)),
-        }
+        pieces, need = [], recipe.seq_len  # the row: (document, from, tokens) in turn
+        while need:
+            i, used = pending[d] or (next(orders[d]), 0)
+            take = min(lengths[i] + 1 - used, need)  # + 1: the document's BOS
+            pieces.append((i, used, take))
+            need -= take
+            pending[d] = (i, used + take) if used + take <= lengths[i] else None
+        if row >= start:
+            yield _document_row(pieces, read, recipe.document_masking)
+
+
+def _document_row(pieces: list[tuple[int, int, int]], read, document_masking: bool) -> dict:
+    """A packed row of documents' ``pieces`` (index, first token, tokens; ``read(index)``: the
+    document's ids from its BOS on)."""
+    ids = [t for i, first, take in pieces for t in read(i)[first : first + take]]
+    sizes = [take for _, _, take in pieces]
+    input_ids = torch.tensor(ids)
+    labels = input_ids.clone()
+    if document_masking:
+        starts = torch.tensor([0, *sizes[:-1]]).cumsum(0)
+        labels[starts] = IGNORE
+    return {
+        "input_ids": input_ids,
+        "position_ids": attention.position_ids(sizes, document_masking),
+        "labels": labels,
+        "loss_weights": torch.ones(len(ids)),
+    }
 
 
 def packed_rows(tokens, recipe: Recipe, bos_id: int, n_rows: int, tokenizer=None) -> list[dict]:
@@ -175,7 +187,9 @@ class RowStream(torch.utils.data.IterableDataset):
     (the Trainer skips the batches it has trained on) and every rank see what a single pass would;
     under several processes accelerate's loader reads it on the main rank and sends each rank its
     share of every step. ``tokens``: a tokenized split (a ``datasets.Dataset``, read a document at
-    a time) or a dict of lists."""
+    a time) or a dict of lists. A resumed run reads :meth:`resumed`'s stream."""
+
+    start = 0  # the first row a pass makes (:meth:`resumed`)
 
     def __init__(
         self, tokens, recipe: Recipe, bos_id: int, n: int, tokenizer=None, long_short=None
@@ -191,13 +205,22 @@ class RowStream(torch.utils.data.IterableDataset):
                 n_rows=self.n,
                 bos_id=self.bos_id,
                 tokenizer=self.tokenizer,
+                start=self.start,
                 **self.long_short,
             )
-        rows = iter_packed_rows(self.tokens, self.recipe, self.bos_id, self.tokenizer)
-        return itertools.islice(rows, self.n)
+        rows = iter_packed_rows(self.tokens, self.recipe, self.bos_id, self.tokenizer, self.start)
+        return itertools.islice(rows, self.n - self.start)
 
     def __len__(self) -> int:
         return self.n
+
+    def resumed(self, start: int) -> RowStream:
+        """This stream from row ``start`` on, what a run resumed after ``start`` rows reads: the
+        rows before it are passed over without reading their documents (:func:`iter_packed_rows`),
+        where the Trainer's own skip would make every one of them (at 64K, ~25 ms a row: hours for
+        a run killed late in ProLong's 5B tokens). Its length stays ``n``, the run's rows, so the
+        Trainer counts its steps and epochs as in the first pass."""
+        return _resumed(self, start)
 
     @property
     def seq_len(self) -> int:
@@ -223,12 +246,14 @@ class Stream(torch.utils.data.IterableDataset):
     does not need the rows made. ``make`` and ``args`` must pickle (module-level functions and
     ``functools.partial``), as a launched run sends the stream to its ranks."""
 
+    start = 0  # the first row a pass makes (:meth:`resumed`)
+
     def __init__(self, n: int, seq_len: int, spec, make, *args):
         self.n, self.seq_len, self.spec, self.make, self.args = n, seq_len, spec, make, args
 
     def __iter__(self):
-        count = 0
-        for row in itertools.islice(self.make(*self.args), self.n):
+        count = self.start
+        for row in _made_from(self.make, self.args, self.start, self.n):
             if len(row["input_ids"]) != self.seq_len:
                 raise ValueError(f"a row of {len(row['input_ids'])} tokens, not {self.seq_len}")
             count += 1
@@ -239,12 +264,37 @@ class Stream(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         return self.n
 
+    def resumed(self, start: int) -> Stream:
+        """This stream from row ``start`` on (a resumed run's; its length stays ``n``). Rows cut
+        at the window from a stream of longer rows pass over the longer rows as that stream does
+        (:meth:`RowStream.resumed`); any other maker's rows before ``start`` are made and dropped
+        (an SFT or mixed stream's rows are examples drawn one after another)."""
+        return _resumed(self, start)
+
     def key(self) -> str:
         makers = [self.make, *_makers(self.args)]  # the maker and every maker in its arguments
         code = cache.code_fingerprint("rows", "tasks", *{_root(m).__module__ for m in makers})
         values = [_name(self.make), *_values(self.args)]
         spec = [values, self.n, self.seq_len, self.spec, code]
         return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
+def _resumed(stream, start: int):
+    if not 0 <= start <= stream.n:
+        raise ValueError(f"start={start!r}: a stream of {stream.n} rows starts in [0, {stream.n}]")
+    again = copy.copy(stream)
+    again.start = start
+    return again
+
+
+def _made_from(make, args, start: int, n: int):
+    """``make(*args)``'s rows ``start`` to ``n``."""
+    if start and _root(make) is iter_at_window and hasattr(args[0], "resumed"):
+        rows, W = args
+        pieces = rows.seq_len // W
+        made = make(rows.resumed(start // pieces), W)
+        return itertools.islice(made, start % pieces, start % pieces + n - start)
+    return itertools.islice(make(*args), start, n)
 
 
 def _root(make):
@@ -365,10 +415,12 @@ def iter_long_short_rows(
     long_mixture,
     short_mixture,
     tokenizer=None,
+    start: int = 0,
 ):
     """:func:`long_short_rows`' ``n_rows`` rows, one at a time: which part each row comes from is
     a shuffle (by ``recipe.seed``) of the parts' counts (:func:`share_counts`), and each part's
-    rows come from its own :func:`iter_packed_rows` in order."""
+    rows come from its own :func:`iter_packed_rows` in order. From row ``start``, the rows before
+    it passed over as :func:`iter_packed_rows` passes over them."""
     if not 0 <= long_share <= 1:
         raise ValueError(f"long_share={long_share!r} must be in [0, 1]")
     long = dataclasses.replace(
@@ -378,11 +430,12 @@ def iter_long_short_rows(
     counts = share_counts({"long": long_share, "short": 1 - long_share}, n_rows)
     order = [part for part, count in counts.items() for _ in range(count)]
     random.Random(recipe.seed).shuffle(order)
+    before = order[:start]
     parts = {  # generators: a part without rows is never started
-        "long": iter_packed_rows(tokens, long, bos_id),
-        "short": iter_packed_rows(tokens, short, bos_id, tokenizer),
+        "long": iter_packed_rows(tokens, long, bos_id, start=before.count("long")),
+        "short": iter_packed_rows(tokens, short, bos_id, tokenizer, start=before.count("short")),
     }
-    for part in order:
+    for part in order[start:]:
         yield next(parts[part])
 
 

@@ -27,6 +27,7 @@ import torch
 from transformers import (
     LlamaForCausalLM,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     default_data_collator,
     get_scheduler,
@@ -767,16 +768,35 @@ def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
         if (recipe.lora or {}).get("backend") == "unsloth":
             raise ValueError("Unsloth computes its own loss: loss_chunk is for the peft backend")
         chunk_loss(net, recipe.loss_chunk)
+    args = training_arguments(recipe, work, net.config._attn_implementation)
+    checkpoint, callbacks = last_checkpoint(work), []
+    if checkpoint and isinstance(data, row_builders.RowStream | row_builders.Stream):
+        # a stream resumes where the checkpoint left it, passing over the rows trained on
+        # without making them; the Trainer's own skip would make and collate every one
+        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        data, args.ignore_data_skip = data.resumed(step * recipe.rows_per_step), True
+        callbacks.append(_EpochOfResumedStream())
     trainer = LcxTrainer(
         model=net,
-        args=training_arguments(recipe, work, net.config._attn_implementation),
+        args=args,
         train_dataset=data,
         data_collator=functools.partial(collate, shifted=sp),
+        callbacks=callbacks,
         recipe=recipe,
     )
     _bar_without_loss_table(trainer)
-    trainer.train(resume_from_checkpoint=last_checkpoint(work))
+    trainer.train(resume_from_checkpoint=checkpoint)
     return trainer
+
+
+class _EpochOfResumedStream(TrainerCallback):
+    """The epoch a resumed stream's steps log (``ignore_data_skip``: the Trainer counts the
+    epoch's batches from 0 again; resumed at step 10 of 30, it would log 0.033 at step 11, not
+    0.367). A run is one pass over its rows, so the epoch is the share of the steps done, as the
+    Trainer computes it when it skips the batches itself (the same ratio, so the same float)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        state.epoch = state.global_step / state.max_steps
 
 
 def _bar_without_loss_table(trainer) -> None:

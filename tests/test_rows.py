@@ -3,6 +3,7 @@ format rows with up-weighted answers, SFT rows with the loss on responses (or on
 chat rows, ProLong's long/short rows and synthetic long data, mixes by share."""
 
 import dataclasses
+import random
 
 import pytest
 import torch
@@ -517,3 +518,67 @@ def test_a_stream_cut_at_the_window_is_the_list_cut_at_the_window(tiny):
     assert row_builders.rows_key(cut) != row_builders.rows_key(twice)
     with pytest.raises(ValueError, match="does not cut"):
         row_builders.at_window(stream, 100)
+
+
+class _CountedReads(dict):
+    """A split in memory (a dict of lists) that counts the documents read from it."""
+
+    def __init__(self, split: dict):
+        super().__init__(split)
+        self.read = []
+        ids = split["input_ids"]
+        counted = type(
+            "Counted", (list,), {"__getitem__": lambda s, i: self.read.append(i) or ids[i]}
+        )
+        self["input_ids"] = counted(ids)
+
+
+def test_a_resumed_stream_makes_the_rows_from_its_start_and_reads_none_before(tiny):
+    """A run resumed after ``k`` rows reads ``stream.resumed(k)``: the rows ``k`` on of the whole
+    stream, packed (with format rows), long/short, cut at the window or SFT; a packed stream
+    reads no document that only the rows before ``k`` hold (the Trainer's own skip makes every
+    row it skips: hours at paper scale)."""
+    tok, t = tiny
+    bos = tok.bos_token_id
+    recipe = train.Recipe(
+        seq_len=128, tokens=1, batch_tokens=128, lr=1e-3, formats={"passkey": 0.2}, seed=3
+    )
+    mix = {"long_share": 0.5, "long_mixture": {"code": 1.0}, "short_mixture": {"short": 1.0}}
+    for long_short in (None, mix):
+        stream = row_builders.RowStream(t["train"], recipe, bos, 30, tok, long_short)
+        whole = list(stream)
+        for k in (0, 1, 17, 30):
+            again = stream.resumed(k)
+            assert len(again) == 30 and _same(list(again), whole[k:])
+        assert _same(list(stream), whole)  # the stream itself still starts at 0
+    pool = tasks.Pool.from_tokens(tok, t["train"])
+    sft = row_builders.Stream(
+        5, 512, ["s"], row_builders.iter_task_sft_rows, "doc_qa", tok, 5, 512, 3, pool
+    )
+    long = row_builders.RowStream(t["train"], dataclasses.replace(recipe, seq_len=512), bos, 6, tok)
+    for stream in (sft, row_builders.at_window(long, 128)):
+        whole = list(stream)
+        for k in (2, 5, len(stream)):
+            assert _same(list(stream.resumed(k)), whole[k:])
+    with pytest.raises(ValueError, match="starts in"):
+        long.resumed(7)
+
+    plain = dataclasses.replace(recipe, formats={})
+    rng = random.Random(0)  # short documents, ~36 to the first 30 rows
+    short = {
+        "input_ids": [[rng.randrange(5, 99) for _ in range(rng.randrange(20, 200))] for _ in range(300)],
+        "domain": [("code", "books", "prose")[i % 3] for i in range(300)],
+    }  # fmt: skip
+    split = _CountedReads(short)
+    list(row_builders.RowStream(split, plain, bos, 40))
+    every, split.read = set(split.read), []
+    list(row_builders.RowStream(split, plain, bos, 30))
+    first = set(split.read)
+    split.read = []
+    assert _same(
+        list(row_builders.RowStream(split, plain, bos, 40).resumed(30)),
+        list(row_builders.RowStream(short, plain, bos, 40))[30:],
+    )
+    # what the 10 last rows read: the documents only they hold, and at most one document per
+    # domain that the 30th row cut and the 31st goes on with
+    assert every - first <= set(split.read) and len(set(split.read) - (every - first)) <= 3

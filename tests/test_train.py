@@ -19,12 +19,13 @@ from lcx import attention, cache, data, models, tasks, train
 from lcx import rows as row_builders
 
 RUN = """
-import sys
+import os, sys
 from lcx import data, models, train
 c = data.load_corpus("tiny"); tok = models.load_tokenizer("tiny", c); t = data.tokenize(c, tok)
 m = models.new_model(models.tiny_config("tiny", len(tok), 128, 520.0), seed=0)
 r = train.Recipe(seq_len=128, tokens=128 * 4 * STEPS, batch_tokens=128 * 4, lr=3e-3, warmup=0.1,
-                 formats={"passkey": 0.2}, save_every=EVERY)
+                 formats={"passkey": 0.2}, save_every=EVERY,
+                 stream_rows=os.environ.get("LCX_TEST_STREAM") == "1")
 print(train.run(m, t, tok, r, inputs=[t.key, tok.key, "init-0"], name="test"))
 """
 
@@ -85,6 +86,14 @@ def logged_step(self, *args, **kwargs):
 train.LcxTrainer.training_step = logged_step
 if os.environ.get("LCX_TEST_NO_RESUME") == "1":
     train.last_checkpoint = lambda work: None
+if os.environ.get("LCX_TEST_ROW_LOG"):  # every document row made, one line each
+    from lcx import rows
+    document_row = rows._document_row
+    def logged_row(*args, **kwargs):
+        with open(os.environ["LCX_TEST_ROW_LOG"], "a") as f:
+            f.write("row\\n")
+        return document_row(*args, **kwargs)
+    rows._document_row = logged_row
 
 if KILL_AT == "save":  # checkpoint KILL_STEP's weights written, its optimizer not
     save = train.LcxTrainer._save_optimizer_and_scheduler
@@ -139,6 +148,7 @@ KILLS = {
     "state": RESUME_EVERY,  # checkpoint 20's trainer_state.json cut short: back to 10
     "hash": RESUME_STEPS,  # the run finished: its last checkpoint holds it all
     "renamed": None,  # the run is in the cache: found, nothing trained
+    "stream-between": RESUME_EVERY,  # "between", the rows streamed (paper scale)
 }
 
 
@@ -153,31 +163,34 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(resume_cache, tm
     killed process's temporary folder removed."""
     root, reference = resume_cache
     victim_log, restart_log = tmp_path / "victim.steps", tmp_path / "restart.steps"
-    kill_env = {"LCX_TEST_KILL_AT": kill, "LCX_TEST_KILL_STEP": str(2 * RESUME_EVERY)}
+    streamed, kill_at = kill.startswith("stream-"), kill.removeprefix("stream-")
+    kill_env = {"LCX_TEST_KILL_AT": kill_at, "LCX_TEST_KILL_STEP": str(2 * RESUME_EVERY)}
+    stream_env = {"LCX_TEST_STREAM": "1"} if streamed else {}
     victim = run_script(
         root,
         RESUME_STEPS,
         RESUME_EVERY,
         name=kill,
-        env={"LCX_TEST_STEP_LOG": str(victim_log), **kill_env},
+        env={"LCX_TEST_STEP_LOG": str(victim_log), **kill_env, **stream_env},
         prelude=INSTRUMENT,
     )
-    if kill == "between":  # from outside, once past the first checkpoint
+    if kill_at == "between":  # from outside, once past the first checkpoint
         deadline = time.time() + 300
         while time.time() < deadline and max(logged_steps(victim_log), default=0) < 12:
             time.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=300)
     assert victim.returncode == -signal.SIGKILL
-    if kill == "between":
+    if kill_at == "between":
         assert 12 <= max(logged_steps(victim_log)) < 2 * RESUME_EVERY - 1, "killed too late"
 
+    row_log = tmp_path / "restart.rows"
     restart = run_script(
         root,
         RESUME_STEPS,
         RESUME_EVERY,
         name=kill,
-        env={"LCX_TEST_STEP_LOG": str(restart_log)},
+        env={"LCX_TEST_STEP_LOG": str(restart_log), "LCX_TEST_ROW_LOG": str(row_log), **stream_env},
         prelude=INSTRUMENT,
     )
     out = Path(restart.communicate(timeout=600)[0].strip().splitlines()[-1])
@@ -186,6 +199,11 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(resume_cache, tm
     trained = logged_steps(restart_log)
     assert trained == list(range(start if start is not None else RESUME_STEPS, RESUME_STEPS))
     assert final_losses(out) == final_losses(reference)
+    if streamed:  # the stream went on at the checkpoint's row: the rows before were not made
+        log = json.loads((out / "log.json").read_text())
+        assert log == json.loads((reference / "log.json").read_text())  # epochs included
+        made = len(row_log.read_text().split()) if row_log.exists() else 0
+        assert 0 < made <= (RESUME_STEPS - start) * 4  # 4 rows a step, 1 in 5 a format row
     wa, wb = train.load_run(out).state_dict(), train.load_run(reference).state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not list((root / "work").glob(f"{kill}-*")), "the checkpoints outlive the run"
