@@ -60,11 +60,20 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $@
 
 # Refresh the locks: the newest releases pyproject.toml's ranges allow, around the CPU torch (and, for
-# the second lock, around transformers 5.17). Then rerun the tests: `make lock test`.
+# the second lock, around transformers 5.17). Then rerun the tests: `make lock test`. The GPU
+# environment files' pip side (their pip lists, and pytorch-gpu as PyPI's torch) is resolved on
+# PyPI for Linux x86_64 into requirements/gpu*.txt: the solver's answer for what conda's pip
+# installs, and a pip route to a GPU box (flash-attn aside: scripts/gpu_requirements.py).
+UV_GPU := $(LOCK_VENV)/bin/uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--upgrade --quiet --custom-compile-command 'make lock'
 lock:
-	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(UV); }
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(UV) pyyaml==6.0.4; }
 	$(UV_COMPILE) -o $(LOCK)
 	$(UV_COMPILE) --override requirements/transformers-5.17.txt -o $(LOCK_TF517)
+	$(LOCK_VENV)/bin/python scripts/gpu_requirements.py environment.yml > $(LOCK_VENV)/gpu.in
+	$(UV_GPU) $(LOCK_VENV)/gpu.in -o requirements/gpu.txt
+	$(LOCK_VENV)/bin/python scripts/gpu_requirements.py environment-unsloth.yml > $(LOCK_VENV)/gpu-unsloth.in
+	$(UV_GPU) $(LOCK_VENV)/gpu-unsloth.in -o requirements/gpu-unsloth.txt
 
 # The tests that depend on transformers' internals (xPos's attention and cached decoding, RoPE
 # against transformers' own, packed documents) on transformers 5.17, in a second venv.

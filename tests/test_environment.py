@@ -79,3 +79,30 @@ def test_environment_files_install_lcx_itself(path):
     env = yaml.safe_load((ROOT / path).read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e .[dev]" in pip
+
+
+@pytest.mark.parametrize(
+    "path, lock", [("environment.yml", "gpu.txt"), ("environment-unsloth.yml", "gpu-unsloth.txt")]
+)
+def test_the_gpu_environments_pip_side_resolves_within_their_bounds(path, lock):
+    """`make lock` resolves each GPU environment's pip side on PyPI (uv, Linux x86_64, Python
+    3.11) into requirements/gpu*.txt: the solver's answer. The committed lock must still answer
+    the file: every bound the file sets, on pip's and conda's entries (pytorch-gpu is PyPI's
+    torch), holds for the version the lock pins, and the lock installs lcx itself. A file edited
+    without rerunning `make lock` fails here."""
+    text = (ROOT / "requirements" / lock).read_text()
+    pins = {
+        m.group(1).lower().replace("_", "-"): Version(m.group(2))
+        for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", text, re.M)
+    }
+    assert re.search(r"^-e \.$", text, re.M)
+    pypi = {"pytorch-gpu": "torch"}
+    conda_only = {"python", "pip", "cuda-version", "flash-attn"}  # not resolved on PyPI
+    checked = 0
+    for name, spec in _specs(path).items():
+        if name in conda_only:
+            continue
+        pinned = pins[pypi.get(name, name).replace("_", "-")]
+        assert pinned in spec, f"{path}: {name} {spec}, the lock has {pinned}"
+        checked += 1
+    assert checked >= 10
