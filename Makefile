@@ -43,7 +43,7 @@ help:
 	@echo "make test-transformers-5.17   transformers-sensitive tests on transformers 5.17"
 	@echo "make chapter NB=01_rope [PROFILE=gpu] [PARAMS='-p name value' | PARAMS='-f params.yaml']"
 	@echo "make lab      open the chapters in JupyterLab"
-	@echo "make bench    training throughput and MFU of the cpu models (prints numbers; not a test)"
+	@echo "make bench    training throughput and MFU of the cpu models, the loss's and the memory plan's memory (prints numbers; not a test)"
 	@echo "make gpu-check  on a GPU machine: packages, steps at 8K-64K, packing, QLoRA, memory vs plan"
 	@echo "make rehearsal  every chapter's gpu code path on this CPU, on local stand-ins at toy size"
 
@@ -166,6 +166,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m lcx.bench --variants
 	$(BIN)/python -m lcx.bench --loss
+	$(BIN)/python -m lcx.bench --plan
 
 # The gpu profile's code, every chapter, on this CPU: hub models and datasets stood in for locally,
 # windows / 32, two steps a run, multi-GPU runs launched on two gloo ranks (scripts/rehearsal.py;

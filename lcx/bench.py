@@ -425,6 +425,52 @@ def loss_table(size="tiny", seq_len=4096, vocab=32_000, chunks=(0, 1024, 256), s
     return pd.DataFrame(rows)
 
 
+def plan_table(size="base", seq_lens=(2048, 8192), chunks=(0, 1024), vocab=32_000, steps=2):
+    """The memory plan (:func:`lcx.budget.memory_plan`, what :func:`lcx.train.memory_check`
+    refuses recipes by) against a measured training step of a ``size`` model in bf16 autocast with
+    AdamW, one row, with and without checkpointing, the loss whole and in pieces (each cell in a
+    fresh process, :func:`attention_step`). The measured peak is above the weights, which are in
+    place before it (fp32 here, 4 bytes a parameter): so it is set beside the plan's trainable
+    states, activations and logits. On a CPU, SDPA's kernel keeps a layer's T x T scores while it
+    runs, which GPU kernels do not: this measures the formula's other terms, not a GPU's peak
+    (``make gpu-check`` prints that beside the plan)."""
+    from . import budget
+
+    rows = []
+    for checkpointing in (False, True):
+        for seq_len in seq_lens:
+            for chunk in chunks:
+                r = attention_step(
+                    size,
+                    seq_len,
+                    "sdpa",
+                    steps=steps,
+                    vocab=vocab,
+                    bf16=True,
+                    checkpointing=checkpointing,
+                    loss_chunk=chunk,
+                )
+                config = models.tiny_config(size, vocab, seq_len, ROPE_BASE)
+                plan = budget.memory_plan(config, seq_len, "full", checkpointing=checkpointing)
+                logits = plan["logits"] * min(chunk or seq_len, seq_len) / seq_len
+                planned = (plan["trainable"] + plan["activations"] + logits) / 2**20
+                rows.append(
+                    {
+                        "checkpointing": checkpointing,
+                        "seq_len": seq_len,
+                        "loss_chunk": chunk or "whole",
+                        "peak_mb": r["peak_mb"],
+                        "planned_mb": planned,
+                        "peak/plan": r["peak_mb"] / planned,
+                        "trainable_mb": plan["trainable"] / 2**20,
+                        "activations_mb": plan["activations"] / 2**20,
+                        "logits_mb": logits / 2**20,
+                        "saved_mb": r["saved_mb"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def _attention_child(conn, kwargs: dict) -> None:
     """Entry point of the measuring process: sends ``(status, payload)`` back through ``conn``."""
     import transformers
@@ -663,7 +709,16 @@ def main(argv=None) -> None:
         action="store_true",
         help="instead: peak memory of a step with the loss over the whole logits and in pieces",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="instead: the memory plan's parts beside measured peaks (one row, bf16, AdamW)",
+    )
     args = parser.parse_args(argv)
+    if args.plan:
+        table = plan_table()
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"), flush=True)
+        return
     if args.loss:
         table = loss_table()
         print(table.to_string(index=False, float_format=lambda x: f"{x:.0f}"), flush=True)
