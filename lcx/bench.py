@@ -431,9 +431,9 @@ def plan_table(size="base", seq_lens=(2048, 8192), chunks=(0, 1024), vocab=32_00
     AdamW, one row, with and without checkpointing, the loss whole and in pieces (each cell in a
     fresh process, :func:`attention_step`). The measured peak is above the weights, which are in
     place before it (fp32 here, 4 bytes a parameter): so it is set beside the plan's trainable
-    states, activations and logits. On a CPU, SDPA's kernel keeps a layer's T x T scores while it
-    runs, which GPU kernels do not: this measures the formula's other terms, not a GPU's peak
-    (``make gpu-check`` prints that beside the plan)."""
+    states, activations and logits. A CPU's attention kernels and allocator are not a GPU's: this
+    bounds the formula's order, not a GPU's peak (``make gpu-check`` prints that beside the
+    plan)."""
     from . import budget
 
     rows = []
