@@ -663,7 +663,10 @@ def run(
     torch.set_flush_denormal(True)  # denormals in AdamW state slow CPU training 3-4x
     check_layout(recipe)  # a bad layout fails here, not in the launched processes
     memory_check(model.config, recipe)  # on a GPU: a recipe that cannot fit is refused now
-    launch = bool(recipe.parallel) and processes(recipe) > 1
+    # several processes, or FSDP on one GPU: transformers' Trainer takes FSDP only in distributed
+    # training ("Using fsdp only works in distributed training", Trainer.__init__), which a
+    # torchrun launch of one process is
+    launch = bool(recipe.parallel) and (processes(recipe) > 1 or bool(recipe.parallel.get("fsdp")))
     if launch and recipe.lora:
         raise ValueError("LoRA runs train in one process (QLoRA fits one GPU); drop parallel")
     lora = recipe.lora or {}

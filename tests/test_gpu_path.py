@@ -684,3 +684,34 @@ def test_p8_times_a_model_one_gpu_holds():
     assert plan["weights"] + plan["trainable"] + plan["activations"] < 80 * gib
     whole = budget.memory_plan(llama3, n, "full", checkpointing=False)
     assert whole["weights"] + whole["activations"] + whole["logits"] > 80 * gib
+
+
+def test_fsdp_on_one_gpu_trains_in_a_launched_process(tmp_path, monkeypatch):
+    """On a machine with one GPU the gpu layout is FSDP over one process; transformers' Trainer
+    refuses FSDP outside distributed training, so such a run is launched (torchrun, one rank)
+    like any sharded run; a run data-parallel over one process without FSDP trains here."""
+    recipe = train.Recipe(seq_len=16, tokens=16 * 2, batch_tokens=16, lr=1e-3, micro_rows=1)
+    one_gpu = dataclasses.replace(recipe, parallel={"processes": 1, "fsdp": True})
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(ValueError, match="fsdp only works in distributed training"):
+        train.LcxTrainer(
+            model=small_model(50),
+            args=train.training_arguments(one_gpu, tmp_path / "plain"),
+            train_dataset=[],
+            recipe=one_gpu,
+        )
+    where = []
+    monkeypatch.setattr(train, "_launch", lambda *a: where.append("launched") or [])
+    monkeypatch.setattr(train, "_train_here", lambda *a: where.append("here") or [])
+    rows = [
+        {
+            "input_ids": torch.arange(16),
+            "position_ids": torch.arange(16),
+            "labels": torch.arange(16),
+            "loss_weights": torch.ones(16),
+        }
+    ] * 2
+    for i, r in enumerate((one_gpu, dataclasses.replace(recipe, parallel={"processes": 1}))):
+        monkeypatch.setenv("LCX_CACHE", str(tmp_path / f"cache{i}"))
+        train.run(small_model(50), None, None, r, inputs=[str(i)], name="one", rows=rows)
+    assert where == ["launched", "here"]
