@@ -820,7 +820,8 @@ class Ref:
         """The model, on :func:`lcx.models.device`. A run's on a GPU in bf16: runs save their fp32
         master weights, and FlashAttention (the GPU's default attention) takes no fp32 outside
         autocast (transformers' ``get_target_dtype`` casts to the linear layers' type, fp32).
-        A hub checkpoint loads in its own type (bf16 for Llama 2 and 3)."""
+        A hub checkpoint loads there in bf16 too (:func:`lcx.models.load_pretrained`; Llama 2's
+        own type is float16), so a base and its runs are compared in one precision."""
         from . import models, train
 
         source, where = Path(self.source), models.device()

@@ -440,7 +440,9 @@ def load_pretrained(
     **rope_kw,
 ):
     """A checkpoint by hub name or local folder, with an optional RoPE recipe and 4-bit NF4 weights,
-    placed by ``device_map`` (None: all of it on :func:`device`).
+    placed by ``device_map`` (None: all of it on :func:`device`), in ``dtype`` (None: on a GPU
+    bf16, the type every run of the book computes and is evaluated in there; Llama-2-7b-hf's
+    config says float16, which transformers would load it in; on the CPU the checkpoint's own).
 
     The RoPE change goes into the config before loading, so the weights load unchanged into a model
     with the new frequencies. ``bitsandbytes`` is imported only when ``load_in_4bit`` is set. A hub
@@ -459,6 +461,8 @@ def load_pretrained(
         "device_map": {"": str(device())} if device_map is None else device_map,
         **pinned,
     }
+    if dtype is None and device().type != "cpu":
+        dtype = torch.bfloat16
     if dtype is not None:
         kwargs["dtype"] = dtype
     if load_in_4bit:

@@ -266,6 +266,20 @@ def test_a_checkpoint_loads_onto_the_device_it_is_given_or_the_default_one(tmp_p
     assert {p.device.type for p in models.load_pretrained(str(tmp_path)).parameters()} == {"meta"}
 
 
+def test_a_hub_checkpoint_loads_on_the_gpu_in_bf16_as_the_runs_it_is_compared_with(
+    tmp_path, monkeypatch
+):
+    """Llama-2-7b-hf's config says float16, and transformers loads a checkpoint in its own type;
+    the book's runs compute and are evaluated in bf16 on a GPU, so a base model must load there in
+    bf16 too, or every base-against-run comparison of chapters 03 and 04 mixes two precisions. The
+    meta device stands in for a GPU; on the CPU a checkpoint loads in its own type."""
+    small_model(64).to(torch.float16).save_pretrained(tmp_path)
+    assert {p.dtype for p in models.load_pretrained(str(tmp_path)).parameters()} == {torch.float16}
+    monkeypatch.setattr(models, "device", lambda: torch.device("meta"))
+    on_gpu = models.load_pretrained(str(tmp_path)).parameters()
+    assert {(p.device.type, p.dtype) for p in on_gpu} == {("meta", torch.bfloat16)}
+
+
 def test_a_4_bit_copy_is_placed_where_its_model_is(monkeypatch):
     """QLoRA's 4-bit copy of a model on a GPU must load onto that GPU: transformers' Trainer never
     moves a bitsandbytes model, so a copy left on the CPU trains there (or fails on inputs sent to
