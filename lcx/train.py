@@ -744,6 +744,8 @@ def _train_here(model, data, recipe: Recipe, work: Path, out: Path, tokenizer) -
         # path keeps float32, with bf16 autocast around it as for every CPU run
         compute = torch.bfloat16 if recipe.bf16 and torch.cuda.is_available() else torch.float32
         net = add_lora(quantize_nf4(model, compute) if quantize else model, **lora)
+    if recipe.bf16 and backend != "unsloth":  # (autocast reconciles fp32 and bf16 weights)
+        fp32_trainable(net)
     trainer = _fit(net, data, recipe, work)
     if recipe.lora and backend == "unsloth":
         # Unsloth's base exists only in 4 bits: its 16-bit merge dequantizes the base and adds
@@ -758,6 +760,19 @@ def _train_here(model, data, recipe: Recipe, work: Path, out: Path, tokenizer) -
             net = net.merge_and_unload()
         net.save_pretrained(out)
     return _loss_history(trainer)
+
+
+def fp32_trainable(net) -> None:
+    """Keep every parameter a run trains in fp32, the master copy the memory plan counts (bf16
+    autocast computes with a bf16 copy). A model loaded on a GPU is bf16, and so are the modules
+    peft trains in full (``modules_to_save``: Llama-3 80K's embeddings), copied in the model's type
+    (peft upcasts only its adapters): AdamW would then step bf16 weights with bf16 moments, and
+    an update below half a bf16 spacing (lr 5e-5 on a weight above 2^-6) would round to nothing.
+    Frozen weights keep their type; bf16 autocast computes with both. On the CPU the book's models
+    are fp32 already."""
+    for p in net.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def _loss_history(trainer) -> list[dict]:

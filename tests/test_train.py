@@ -388,6 +388,40 @@ def test_qlora_run_trains_on_nf4_and_merges_a_low_rank_update(tiny_setup):
     assert log[-1]["loss"] < log[0]["loss"]
 
 
+def test_a_bf16_models_trained_parameters_are_kept_in_fp32(tiny_setup, monkeypatch):
+    """A model loaded on a GPU is bf16 (lcx.models.load_pretrained), and peft copies the modules it
+    trains in full (Llama-3 80K's embeddings) in that type: AdamW would step bf16 weights with bf16
+    moments, rounding away every update below half a bf16 spacing. What a QLoRA or LoRA run trains
+    is fp32 when training starts (under bf16 autocast, as every gpu recipe); what it leaves
+    frozen keeps its type."""
+    tok, t = tiny_setup
+    seen = []
+    fit = train._fit
+
+    def record(net, *args):
+        seen.append({n: (p.dtype, p.requires_grad) for n, p in net.named_parameters()})
+        return fit(net, *args)
+
+    monkeypatch.setattr(train, "_fit", record)
+    for quantize in ({"quantize": "nf4"}, {}):
+        model = models.new_model(models.tiny_config("tiny", len(tok), 128, 248.0), seed=0)
+        recipe = train.Recipe(
+            seq_len=128,
+            tokens=128 * 4,
+            batch_tokens=128 * 4,
+            lr=5e-5,
+            bf16=True,  # the gpu recipes' autocast
+            save_every=1000,
+            lora={"r": 4, "alpha": 8, "modules_to_save": ["embed_tokens"], **quantize},
+        )
+        train.run(model.to(torch.bfloat16), t, tok, recipe, inputs=["bf16", str(quantize)])
+        trained = {n: d for n, (d, grad) in seen[-1].items() if grad}
+        assert any("embed_tokens" in n for n in trained) and any("lora_" in n for n in trained)
+        assert set(trained.values()) == {torch.float32}, trained
+        frozen = {d for n, (d, grad) in seen[-1].items() if not grad and "norm" in n}
+        assert frozen == {torch.bfloat16}
+
+
 @pytest.mark.parametrize(
     "bad", [{"quantize": "int3"}, {"backend": "x"}], ids=["quantize", "backend"]
 )
