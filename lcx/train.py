@@ -171,12 +171,20 @@ def _piece_nll(weight, hidden, target, w):
 
 
 class ChunkedLoss(torch.nn.Linear):
-    """A model's LM head that, while :attr:`targets` is set (``(target, weight)`` per position,
-    :meth:`LcxTrainer.compute_loss`), returns the weighted NLL sum of its positions instead of their
-    logits, computed ``chunk`` positions at a time with each piece's logits recomputed in the
+    """A model's LM head that, while :attr:`targets` is set (``(target, weight)`` per position and
+    the step's ``scale``, :meth:`LcxTrainer.compute_loss`), returns the weighted NLL sum of its
+    positions times ``scale`` (the micro-batch's share of the step's loss) instead of their logits, computed ``chunk`` positions at a time with each piece's logits recomputed in the
     backward pass (``torch.utils.checkpoint``). It shares the head's weight (the same parameter,
     saved under the same name), and runs inside the model's forward, where FSDP has gathered it.
-    Without targets it is the plain head (evaluation, generation)."""
+    Without targets it is the plain head (evaluation, generation).
+
+    The loss leaves the model as what the model's forward makes of logits, and two of them cast
+    their logits to bf16: FSDP2's mixed precision (every wrapped module's output, ``output_dtype``)
+    and Unsloth's forward (to the config's type). A loss of ~2 nats is a multiple of 2^-7 in bf16;
+    so it is returned in two parts that each survive the cast, its bf16 rounding and the remainder
+    (shape ``(1, 1, 2)``), which :meth:`LcxTrainer.compute_loss` adds in fp32. The scale is
+    applied here, not after the cast, so the gradient that comes back through the cast is the
+    exact 1 (or the world size), not a bf16 rounding of 1 / the step's weight."""
 
     def __init__(self, head: torch.nn.Linear, chunk: int):
         torch.nn.Module.__init__(self)
@@ -190,7 +198,7 @@ class ChunkedLoss(torch.nn.Linear):
             return super().forward(hidden)
         if self.bias is not None:
             raise ValueError("a chunked loss needs an LM head without bias (Llama has none)")
-        target, w = self.targets
+        target, w, scale = self.targets
         total = hidden.new_zeros((), dtype=torch.float32)
         for s in range(0, hidden.shape[1], self.chunk):
             piece = slice(s, s + self.chunk)
@@ -202,7 +210,9 @@ class ChunkedLoss(torch.nn.Linear):
                 w[:, piece],
                 use_reentrant=False,
             )
-        return total.reshape(1, 1, 1)
+        loss = total * scale
+        rounded = loss.detach().to(torch.bfloat16).float()  # exact in bf16; the gradient flows
+        return torch.stack([rounded, loss - rounded]).reshape(1, 1, 2)  # through the remainder
 
 
 def chunk_loss(net, chunk: int) -> ChunkedLoss:
@@ -284,17 +294,19 @@ class LcxTrainer(Trainer):
             boundaries=flash,
         )
         head = getattr(self, "chunked", None)
-        if head is not None:  # the head returns the weighted NLL sum, piece by piece
+        weight = w.sum() if num_items_in_batch is None else num_items_in_batch
+        if head is not None:  # the head returns the loss, computed piece by piece
             pad = 0 if sharded else 1  # the last position of a whole row predicts nothing
             head.targets = (
                 torch.nn.functional.pad(target, (0, pad), value=row_builders.IGNORE),
                 torch.nn.functional.pad(w, (0, pad)),
+                1.0 / weight.clamp(min=1).float(),
             )
             try:
                 outputs = model(**packed)
             finally:
                 head.targets = None
-            total = outputs.logits.reshape(())
+            loss = outputs.logits.float().sum()  # the head's two parts (ChunkedLoss)
         else:
             outputs = model(**packed)
             logits = outputs.logits.float() if sharded else outputs.logits[:, :-1].float()
@@ -303,9 +315,7 @@ class LcxTrainer(Trainer):
                 target.reshape(-1).clamp(min=0),
                 reduction="none",
             )
-            total = (nll * w.reshape(-1)).sum()
-        weight = w.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = total / weight.clamp(min=1)
+            loss = (nll * w.reshape(-1)).sum() / weight.clamp(min=1)
         if num_items_in_batch is not None and self.args.world_size > 1:
             # DDP, FSDP2 and ZeRO-3 (Ulysses included: every rank in its reduce-scatter group,
             # stage3.py's __avg_scatter_grads) average the gradients over all world ranks
@@ -782,10 +792,8 @@ def _loss_history(trainer) -> list[dict]:
 def _fit(net, data, recipe: Recipe, work: Path) -> LcxTrainer:
     """Train ``net`` on the rows ``data`` (resuming from ``work``'s last checkpoint)."""
     sp = int((recipe.parallel or {}).get("sp_size", 1)) > 1
-    if recipe.loss_chunk:
-        if (recipe.lora or {}).get("backend") == "unsloth":
-            raise ValueError("Unsloth computes its own loss: loss_chunk is for the peft backend")
-        chunk_loss(net, recipe.loss_chunk)
+    if recipe.loss_chunk:  # through Unsloth too: without labels its forward calls the model's
+        chunk_loss(net, recipe.loss_chunk)  # lm_head (unsloth/models/llama.py, CausalLM forward)
     args = training_arguments(recipe, work, net.config._attn_implementation)
     checkpoint, callbacks = last_checkpoint(work), []
     if checkpoint and isinstance(data, row_builders.RowStream | row_builders.Stream):

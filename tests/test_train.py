@@ -771,7 +771,7 @@ def run_key(recipe: train.Recipe, rows=None) -> str:
     return keys[0]
 
 
-LOSS = "loss = total / weight.clamp(min=1)"
+LOSS = "loss = (nll * w.reshape(-1)).sum() / weight.clamp(min=1)"
 
 
 def test_a_runs_key_follows_the_code_that_trains_it(monkeypatch, tmp_path):
