@@ -754,6 +754,8 @@ def _train_here(model, data, recipe: Recipe, work: Path, out: Path, tokenizer) -
         # path keeps float32, with bf16 autocast around it as for every CPU run
         compute = torch.bfloat16 if recipe.bf16 and torch.cuda.is_available() else torch.float32
         net = add_lora(quantize_nf4(model, compute) if quantize else model, **lora)
+        if quantize:  # the 4-bit copy trains; the model waits for the merge off the GPU
+            _off_the_gpu(model)
     if recipe.bf16 and backend != "unsloth":  # (autocast reconciles fp32 and bf16 weights)
         fp32_trainable(net)
     trainer = _fit(net, data, recipe, work)
@@ -783,6 +785,18 @@ def fp32_trainable(net) -> None:
     for p in net.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
+
+
+def _off_the_gpu(model) -> None:
+    """Move a run's start model to the CPU when the run no longer needs it on the GPU (a launched
+    run's ranks load it from disk; QLoRA trains a 4-bit copy and merges into it at the end): left
+    there it would sit beside the training, unplanned (Llama 3 8B in bf16: 16 GB, so chapter
+    06's rank 0 at 49 GB by the plan plus the notebook's base and this copy, 81 GB of an 80 GB
+    GPU). Chapters pass runs a copy made for them (:func:`lcx.models.with_rope`, a load), which
+    no one reads after; on the CPU this does nothing."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model.to("cpu")
+        torch.cuda.empty_cache()
 
 
 def _loss_history(trainer) -> list[dict]:
@@ -850,6 +864,7 @@ def _launch(model, data, recipe: Recipe, work: Path, out: Path) -> list[dict]:
     spec = work / "launch"
     spec.mkdir(parents=True, exist_ok=True)
     _save_start(model, spec)
+    _off_the_gpu(model)  # the ranks load it from disk
     _save_rows(data, spec)
     (spec / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe)))
     env = {
