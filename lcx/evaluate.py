@@ -373,7 +373,6 @@ def greedy(
     return out
 
 
-@torch.no_grad()
 def content_positions(tokenizer, answer_ids: list[int]) -> list[int]:
     """The positions of an answer's content tokens: those whose text has a letter or a digit.
     Format tokens (re-rank's ``" > ["`` and ``"]"``, quotes, punctuation) are fixed by the task's
@@ -383,6 +382,7 @@ def content_positions(tokenizer, answer_ids: list[int]) -> list[int]:
     return keep or list(range(len(answer_ids)))
 
 
+@torch.no_grad()  # (at 32K, a 7-8B model's graph would be ~190 GB)
 def answer_accuracy(model, prompt_ids: list[int], answer_ids: list[int], tokenizer=None) -> float:
     """Teacher-forced accuracy of the gold answer: the share of its tokens that are the model's
     top prediction given the prompt and the answer's earlier tokens. A graded reading of the same
@@ -394,7 +394,8 @@ def answer_accuracy(model, prompt_ids: list[int], answer_ids: list[int], tokeniz
     model.eval()
     device = next(model.parameters()).device
     ids = torch.tensor([[*prompt_ids, *answer_ids]], device=device)
-    logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1).logits[0, :-1]
+    logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1, use_cache=False).logits
+    logits = logits[0, :-1]
     hits = logits.argmax(-1).cpu() == torch.tensor(answer_ids)
     if tokenizer is not None:
         hits = hits[content_positions(tokenizer, answer_ids)]

@@ -209,7 +209,14 @@ def with_rope(
     elif hasattr(config, "xpos"):  # plain RoPE from an xPos model (configs without it keep
         del config.xpos  # their old cache keys)
     with torch.device(next(model.parameters()).device):
-        new = install_xpos(LlamaForCausalLM(config)).to(dtype=model.dtype)
+        new = install_xpos(LlamaForCausalLM(config))
+    # RoPE's frequencies are buffers computed in fp32: a bf16 cast of the model would round them
+    # too (turning position 32K's angles by radians), so they keep the values made for the config
+    computed = dict(new.named_buffers())
+    new.to(dtype=model.dtype)
+    for name, buffer in computed.items():
+        owner, _, attr = name.rpartition(".")
+        new.get_submodule(owner)._buffers[attr] = buffer
     new.load_state_dict(model.state_dict(), strict=True)
     return new
 

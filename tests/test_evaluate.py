@@ -577,7 +577,7 @@ def test_answer_accuracy_on_content_tokens_ignores_the_answer_format(tiny):
             self.prompt = len(prompt)
             self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-        def forward(self, input_ids, logits_to_keep=0):
+        def forward(self, input_ids, logits_to_keep=0, use_cache=None):
             target = torch.full_like(input_ids, tok.convert_tokens_to_ids("x"))
             for i in content:
                 target[0, self.prompt - 1 + i] = answer[i]

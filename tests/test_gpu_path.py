@@ -755,3 +755,33 @@ def test_fsdp_on_one_gpu_trains_in_a_launched_process(tmp_path, monkeypatch):
         monkeypatch.setenv("LCX_CACHE", str(tmp_path / f"cache{i}"))
         train.run(small_model(50), None, None, r, inputs=[str(i)], name="one", rows=rows)
     assert where == ["launched", "here"]
+
+
+def test_teacher_forced_scoring_keeps_no_graph_and_no_cache():
+    """answer_accuracy scores an answer from one forward over prompt and answer: with autograd
+    on (a loaded model's weights require grad) it kept every activation for a backward that
+    never comes, ~190 GB for a 7-8B model at 32K, and a KV cache no one reads."""
+    model = small_model(50)
+    seen = []
+    model.model.layers[0].register_forward_hook(
+        lambda module, args, out: seen.append(torch.is_grad_enabled())
+    )
+    forward = model.forward
+    model.forward = lambda *a, **k: seen.append(k.get("use_cache")) or forward(*a, **k)
+    evaluate.answer_accuracy(model, [1, 2, 3, 4], [5, 6])
+    assert seen == [False, False]  # use_cache=False, then the layer's forward without autograd
+
+
+def test_a_rope_copy_in_bf16_keeps_its_frequencies_in_fp32():
+    """A model on a GPU is bf16 (lcx.models.load_pretrained), and casting a model casts its
+    floating buffers: RoPE's inv_freq rounded to bf16 turns position 32K's angles by up to ~5
+    radians (transformers upcasts it in the forward only after the rounding). with_rope's copy
+    keeps the frequencies transformers computes for its config."""
+    from transformers import LlamaForCausalLM
+
+    model = small_model(50).to(torch.bfloat16)
+    copy = models.with_rope(model, "linear", factor=8)
+    inv_freq = copy.model.rotary_emb.inv_freq
+    assert next(copy.parameters()).dtype == torch.bfloat16 and inv_freq.dtype == torch.float32
+    reference = LlamaForCausalLM(copy.config).model.rotary_emb.inv_freq  # fp32, as initialised
+    torch.testing.assert_close(inv_freq, reference, rtol=0, atol=0)
