@@ -60,6 +60,18 @@ def windows(
 # 8.4e9 logits, 34 GB in fp32, twice that with the loss's copy) has its LM head applied a piece of
 # positions at a time. The cpu profile's largest (8 rows x 4,096 x 4,096) is one piece.
 LOGITS_AT_ONCE = 1 << 28
+# The most KV-cache bytes one generate batch may hold (:func:`greedy`): 8 rows of 32K for Llama 2
+# 7B would be 128 GiB, so long prompts go a few rows, or one, at a time. The cpu profile's models
+# never reach it (8 rows of 4,096 tokens: ~0.3 GB).
+KV_CACHE_AT_ONCE = 4 << 30
+
+
+def kv_bytes_per_token(model) -> int:
+    """The KV cache one token takes in ``model``: a key and a value per layer and KV head."""
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    size = next(model.parameters()).element_size()
+    return 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * size
 
 
 def per_position(model, x: torch.Tensor, score) -> torch.Tensor:
@@ -348,12 +360,20 @@ def greedy(
     model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, batch_size: int = 8
 ) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (``generate`` with a KV cache), batched by length with
-    left padding; returns the new tokens of each prompt, in input order."""
+    left padding, up to ``batch_size`` rows and :data:`KV_CACHE_AT_ONCE` bytes of cache a batch;
+    returns the new tokens of each prompt, in input order."""
     model.eval()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
+    per_token, i = kv_bytes_per_token(model), 0
+    while i < len(order):
+        n = 1  # the batch grows while its cache (its longest prompt's, every row) fits
+        while n < batch_size and i + n < len(order):
+            width = len(prompts[order[i + n]]) + max_new_tokens
+            if (n + 1) * width * per_token > KV_CACHE_AT_ONCE:
+                break
+            n += 1
+        idx, i = order[i : i + n], i + n
         width = max(len(prompts[j]) for j in idx)
         ids = torch.full((len(idx), width), pad_id)
         mask = torch.zeros((len(idx), width), dtype=torch.long)

@@ -785,3 +785,22 @@ def test_a_rope_copy_in_bf16_keeps_its_frequencies_in_fp32():
     assert next(copy.parameters()).dtype == torch.bfloat16 and inv_freq.dtype == torch.float32
     reference = LlamaForCausalLM(copy.config).model.rotary_emb.inv_freq  # fp32, as initialised
     torch.testing.assert_close(inv_freq, reference, rtol=0, atol=0)
+
+
+def test_long_prompts_are_generated_a_few_rows_at_a_time(monkeypatch):
+    """greedy decoded 8 prompts at once at every length: Llama 2 7B's KV cache for 8 rows of 32K
+    is 128 GiB. A batch now holds at most KV_CACHE_AT_ONCE bytes of cache (its longest prompt's
+    length, every row); shorter prompts still share one. The continuations are the same."""
+    model = small_model(50)
+    per_token = evaluate.kv_bytes_per_token(model)
+    assert per_token == 2 * 1 * 2 * 16 * 4  # k and v, 1 layer, 2 KV heads of 16, fp32
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 50, (n,), generator=g).tolist() for n in (5, 6, 7, 30, 40, 41)]
+    alone = [evaluate.greedy(model, [p], 3, 0)[0] for p in prompts]
+    sizes = []
+    generate = model.generate
+    model.generate = lambda **kw: sizes.append(len(kw["input_ids"])) or generate(**kw)
+    assert evaluate.greedy(model, prompts, 3, 0) == alone and sizes == [6]
+    sizes.clear()
+    monkeypatch.setattr(evaluate, "KV_CACHE_AT_ONCE", 3 * 10 * per_token)  # 3 rows of 10 tokens
+    assert evaluate.greedy(model, prompts, 3, 0) == alone and sizes == [3, 1, 1, 1]
