@@ -47,10 +47,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import shutil
 import socket
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
@@ -159,6 +161,12 @@ def code_fingerprint(*modules) -> dict[str, str]:
             module = importlib.import_module(module if "." in module else f"{__package__}.{module}")
         out[module.__name__] = _fingerprint(_source(module))
     return dict(sorted(out.items()))
+
+
+def function_fingerprint(function) -> str:
+    """:func:`code_fingerprint`'s hash of one function's code (its syntax tree without its
+    docstring or comments), for an artifact that depends on a few functions of a module."""
+    return _fingerprint(textwrap.dedent(inspect.getsource(function)).encode())
 
 
 def _sha256(path: Path) -> str:

@@ -487,9 +487,26 @@ def _source(source: str, cap: int | None) -> Path:
             f.writelines(json.dumps(doc) + "\n" for doc in docs)
         (folder / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True))
 
-    code = ("data", "hub") if source.startswith("hub-") else ("data",)  # hub: the pinned commits
-    config = {"source": source, "cap": cap, "code": cache.code_fingerprint(*code)}
-    return cache.cached("source", config, build)
+    return cache.cached("source", source_config(source, cap), build)
+
+
+def source_config(source: str, cap: int | None) -> dict:
+    """What one source's artifact is keyed by: its name, its cap and this module's code; a hub
+    source also by what it reads, its dataset id at the commit :data:`lcx.hub.REVISIONS` pins for
+    that id (pinning another id keeps it: refetching and retokenizing a corpus is hours) and the
+    hub module's readers (:func:`lcx.hub.dataset_stream`, :func:`lcx.hub.resolve`)."""
+    config = {"source": source, "cap": cap, "code": cache.code_fingerprint("data")}
+    if source.startswith("hub-"):
+        name = HUB_SOURCES[SOURCE_DOMAINS[source]][0]
+        files = hub.SCRIPT_DATASETS.get(name)
+        readers = [cache.function_fingerprint(f) for f in (hub.dataset_stream, hub.resolve)]
+        config["hub"] = {
+            "id": name,
+            "revision": hub.REVISIONS.get(name),
+            "files": list(files) if files else None,
+            "readers": readers,
+        }
+    return config
 
 
 def _build(folder: Path, sources: dict[str, Path]) -> None:

@@ -179,3 +179,29 @@ def test_downloads_are_pinned_to_versions_and_wheels(monkeypatch, tmp_path):
     _, prov = data._apt_download("jargon-text", tmp_path / "apt")
     assert ["apt-get", "download", "jargon-text=4.4.7-4.1"] in calls
     assert prov["version"] == "4.4.7-4.1"
+
+
+def test_a_hub_sources_key_follows_its_own_commit_not_the_others(monkeypatch):
+    """A hub corpus source is keyed by its dataset at its pinned commit: pinning another id in
+    lcx/hub.py (a checkpoint's sha, which hub.py asks for) keeps it, where keying by all of
+    hub.py refetched and retokenized every corpus; its own commit changes it, and so does a
+    change to the code that reads it. A local source's key never reads the hub module."""
+    from code_edits import edit_source
+
+    from lcx import cache, hub
+
+    def key(source):
+        return cache.key("source", data.source_config(source, 100))
+
+    code_id = data.HUB_SOURCES["code"][0]
+    model = '"princeton-nlp/Llama-3-8B-ProLong-64k-Base": None'
+    before, local = key("hub-code"), key("stdlib")
+    with monkeypatch.context() as mp:  # the file as it would be with the checkpoint pinned
+        edit_source(mp, "hub", model, model.replace("None", '"' + "0" * 40 + '"'))
+        assert key("hub-code") == before and key("stdlib") == local
+    with monkeypatch.context() as mp:
+        mp.setitem(hub.REVISIONS, code_id, "1" * 40)  # its own commit (what the edit sets)
+        assert key("hub-code") != before
+    with monkeypatch.context() as mp:
+        mp.setattr(hub, "resolve", lambda name: name)  # another reader
+        assert key("hub-code") != before and key("stdlib") == local
