@@ -173,7 +173,8 @@ def _piece_nll(weight, hidden, target, w):
 class ChunkedLoss(torch.nn.Linear):
     """A model's LM head that, while :attr:`targets` is set (``(target, weight)`` per position and
     the step's ``scale``, :meth:`LcxTrainer.compute_loss`), returns the weighted NLL sum of its
-    positions times ``scale`` (the micro-batch's share of the step's loss) instead of their logits, computed ``chunk`` positions at a time with each piece's logits recomputed in the
+    positions times ``scale`` (the micro-batch's share of the step's loss) instead of their
+    logits, computed ``chunk`` positions at a time with each piece's logits recomputed in the
     backward pass (``torch.utils.checkpoint``). It shares the head's weight (the same parameter,
     saved under the same name), and runs inside the model's forward, where FSDP has gathered it.
     Without targets it is the plain head (evaluation, generation).
