@@ -192,7 +192,14 @@ class _Recorder(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.empty(1, device="meta"))
         self.vocab, self.seen = vocab, []
-        self.config = SimpleNamespace(vocab_size=vocab)
+        self.config = SimpleNamespace(  # a causal LM's, as the evaluations read it
+            vocab_size=vocab,
+            hidden_size=2,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            num_key_value_heads=1,
+            head_dim=2,
+        )
 
     def forward(self, input_ids, **kw):
         self.seen.append(input_ids.device.type)
